@@ -86,7 +86,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     inputs_resolved = {f.resolve() for f in files}
 
     failures = len(errors)
-    bar = tqdm(list(zip(files, targets, strict=True)), desc=f"x{factor}", unit="img", disable=len(files) < 2 or args.quiet)
+    bar = tqdm(
+        list(zip(files, targets, strict=True)),
+        desc=f"x{factor}",
+        unit="img",
+        disable=len(files) < 2 or args.quiet,
+    )
     for source, target in bar:
         if target.resolve() in inputs_resolved:
             print(f"error: {source}: refusing to overwrite an input file ({target})", file=sys.stderr)

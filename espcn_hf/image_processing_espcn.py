@@ -50,7 +50,10 @@ def _to_chw_float(image, rescale_factor: float, do_rescale: bool) -> torch.Tenso
     if isinstance(image, np.ndarray):
         is_int = np.issubdtype(image.dtype, np.integer)
         tensor = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32))
-        channels_last = image.ndim == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3, 4)
+        # numpy images are (H, W, C) as PIL and OpenCV make them; (C, H, W) only when the last axis cannot be C.
+        channels_last = image.ndim == 3 and not (
+            image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4)
+        )
         if image.ndim == 3 and channels_last:
             tensor = tensor.permute(2, 0, 1)
         if is_int and image.dtype == np.uint16:

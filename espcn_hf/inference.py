@@ -214,7 +214,7 @@ def upscale(
             raise ValueError(
                 f"A tensor image must be (C, H, W) or (N, C, H, W) with C = 1 or 3, got {tuple(image.shape)}"
             )
-        out = upscale_tensor(model, batch.float(), tile_size, tile_overlap).clamp_(0, 1)
+        out = upscale_tensor(model, batch.float(), tile_size, tile_overlap).clamp(0, 1)
         return out if image.ndim == 4 else out[0]
 
     if isinstance(image, (str, os.PathLike, bytes)):

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny models (a few channels) and the location of the read-only shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """`../shared/data` beside the checkout, or $ESPCN_HF_DATA_DIR."""
+    return Path(os.environ.get("ESPCN_HF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not (path / "benchmarks").is_dir():
+        pytest.skip(f"shared data not found at {path} (set ESPCN_HF_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_config(upscale_factor: int = 3, **kwargs):
+    from espcn_hf import ESPCNConfig
+
+    defaults = {"hidden_channels": [8, 8], "kernel_sizes": [5, 3, 3]}
+    return ESPCNConfig(upscale_factor=upscale_factor, **{**defaults, **kwargs})
+
+
+def tiny_model(upscale_factor: int = 3, **kwargs):
+    from espcn_hf import ESPCNForImageSuperResolution
+
+    torch.manual_seed(0)
+    return ESPCNForImageSuperResolution(tiny_config(upscale_factor, **kwargs)).eval()
+
+
+def save_checkpoint(model, folder: Path) -> Path:
+    from espcn_hf import ESPCNImageProcessor
+
+    model.save_pretrained(folder)
+    ESPCNImageProcessor(upscale_factor=model.config.upscale_factor).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A saved tiny x3 RGB model (config.json, model.safetensors, preprocessor_config.json, code files)."""
+    return save_checkpoint(tiny_model(3), tmp_path_factory.mktemp("tiny-x3"))
+
+
+def natural_image(height: int = 40, width: int = 56, seed: int = 0) -> np.ndarray:
+    """A smooth-plus-texture uint8 RGB image, a stand-in for a photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([np.sin(6 * x + 1), np.cos(5 * y), np.sin(4 * (x + y))], axis=-1) * 0.35 + 0.5
+    noise = rng.normal(0, 0.05, (height, width, 3))
+    return (np.clip(base + noise, 0, 1) * 255).round().astype(np.uint8)
+
+
+@pytest.fixture
+def rgb_image() -> Image.Image:
+    return Image.fromarray(natural_image())

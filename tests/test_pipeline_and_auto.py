@@ -1,0 +1,128 @@
+"""Registration with the Auto classes, the image-super-resolution pipeline, and trust_remote_code loading."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from conftest import natural_image, save_checkpoint, tiny_model
+from PIL import Image
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, pipeline
+
+from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
+from espcn_hf.pipeline_espcn import ImageSuperResolutionPipeline
+
+
+def test_auto_classes_know_espcn(tiny_checkpoint):
+    assert isinstance(AutoConfig.from_pretrained(tiny_checkpoint), ESPCNConfig)
+    assert isinstance(AutoConfig.for_model("espcn"), ESPCNConfig)
+    assert isinstance(AutoModel.from_pretrained(tiny_checkpoint), ESPCNForImageSuperResolution)
+    assert isinstance(AutoModelForImageToImage.from_pretrained(tiny_checkpoint), ESPCNForImageSuperResolution)
+    assert isinstance(AutoImageProcessor.from_pretrained(tiny_checkpoint), ESPCNImageProcessor)
+
+
+def test_saved_folder_carries_auto_map_and_code(tiny_checkpoint):
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_espcn.ESPCNConfig",
+        "AutoModel": "modeling_espcn.ESPCNForImageSuperResolution",
+        "AutoModelForImageToImage": "modeling_espcn.ESPCNForImageSuperResolution",
+    }
+    processor = json.loads((tiny_checkpoint / "preprocessor_config.json").read_text())
+    assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_espcn.ESPCNImageProcessor"}
+    for name in (
+        "configuration_espcn.py",
+        "modeling_espcn.py",
+        "image_processing_espcn.py",
+        "model.safetensors",
+    ):
+        assert (tiny_checkpoint / name).is_file(), name
+
+
+def test_pipeline_returns_images_of_the_right_size(tiny_checkpoint):
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    assert isinstance(sr, ImageSuperResolutionPipeline)
+    image = Image.fromarray(natural_image(20, 30))
+    out = sr(image)
+    assert isinstance(out, Image.Image) and out.size == (90, 60)
+    batch = sr([image, Image.fromarray(natural_image(11, 13))], tile_size=8)
+    assert [o.size for o in batch] == [(90, 60), (39, 33)]
+    # The pipeline gives exactly what the model gives.
+    model = ESPCNForImageSuperResolution.from_pretrained(tiny_checkpoint)
+    with torch.no_grad():
+        expected = ESPCNImageProcessor().post_process_super_resolution(
+            model(ESPCNImageProcessor()(image)["pixel_values"])
+        )
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected[0]))
+
+
+def test_pipeline_reads_paths_and_reports_bad_files(tiny_checkpoint, tmp_path):
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    path = tmp_path / "in.png"
+    Image.fromarray(natural_image(10, 10)).save(path)
+    assert sr(str(path)).size == (30, 30)
+    (tmp_path / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not an image"):
+        sr(str(tmp_path / "bad.png"))
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["espcn_hf"] = None  # make sure the package cannot be imported
+    try:
+        import espcn_hf  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("espcn_hf is importable; the test would prove nothing")
+    import numpy as np, torch
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForImageToImage
+    path = sys.argv[1]
+    model = AutoModel.from_pretrained(path, trust_remote_code=True)
+    model2 = AutoModelForImageToImage.from_pretrained(path, trust_remote_code=True)
+    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=True)
+    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    x = torch.from_numpy(np.load(sys.argv[2]))
+    with torch.no_grad():
+        out = model(processor(x)["pixel_values"]).reconstruction
+        out2 = model2(x[None]).reconstruction
+    np.save(sys.argv[3], out.numpy())
+    assert torch.equal(out, out2)
+    print("REMOTE_OK", type(model).__name__, type(processor).__name__, tuple(out.shape))
+    """
+)
+
+
+@pytest.mark.parametrize("preset", ["espcn", "espcn-paper"])
+def test_trust_remote_code_without_the_package(tmp_path, preset):
+    model = ESPCNForImageSuperResolution(
+        ESPCNConfig.from_preset(preset, upscale_factor=2, hidden_channels=[8, 4], kernel_sizes=[5, 3, 3])
+    ).eval()
+    folder = save_checkpoint(model, tmp_path / "repo")
+    x = torch.rand(3, 9, 11)
+    np.save(tmp_path / "x.npy", x.numpy())
+    script = tmp_path / "remote.py"
+    script.write_text(REMOTE_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), str(folder), str(tmp_path / "x.npy"), str(tmp_path / "out.npy")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE_OK ESPCNForImageSuperResolution ESPCNImageProcessor (1, 3, 18, 22)" in result.stdout
+    with torch.no_grad():
+        expected = model(x[None]).reconstruction.numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+
+
+def test_tiny_model_helper_is_deterministic():
+    x = torch.rand(1, 3, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(tiny_model(2)(x).reconstruction, tiny_model(2)(x).reconstruction)
