@@ -26,20 +26,28 @@ _RGB_TO_YCBCR = (
     / 255.0
 )
 _YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64) / 255.0
+_YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
+
+
+def _color_transform(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    # (3, 3) @ (..., 3, H*W): one batched matmul, several times faster on CPU than an einsum over (H, W).
+    matrix = matrix.to(image.device, image.dtype)
+    return torch.matmul(matrix, image.flatten(-2)).unflatten(-1, image.shape[-2:])
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:
     """RGB in [0, 1], shape (..., 3, H, W) -> BT.601 YCbCr in [0, 1] (Y in [16/255, 235/255])."""
-    matrix = _RGB_TO_YCBCR.to(rgb.device, rgb.dtype)
-    offset = _YCBCR_OFFSET.to(rgb.device, rgb.dtype)
-    return torch.einsum("ij,...jhw->...ihw", matrix, rgb) + offset[:, None, None]
+    if rgb.ndim < 3 or rgb.shape[-3] != 3:
+        raise ValueError(f"rgb_to_ycbcr expects shape (..., 3, H, W), got {tuple(rgb.shape)}")
+    return _color_transform(rgb, _RGB_TO_YCBCR) + _YCBCR_OFFSET.to(rgb.device, rgb.dtype)[:, None, None]
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     """Inverse of [`rgb_to_ycbcr`]; no clamping."""
-    inverse = torch.linalg.inv(_RGB_TO_YCBCR).to(ycbcr.device, ycbcr.dtype)
-    offset = _YCBCR_OFFSET.to(ycbcr.device, ycbcr.dtype)
-    return torch.einsum("ij,...jhw->...ihw", inverse, ycbcr - offset[:, None, None])
+    if ycbcr.ndim < 3 or ycbcr.shape[-3] != 3:
+        raise ValueError(f"ycbcr_to_rgb expects shape (..., 3, H, W), got {tuple(ycbcr.shape)}")
+    offset = _YCBCR_OFFSET.to(ycbcr.device, ycbcr.dtype)[:, None, None]
+    return _color_transform(ycbcr - offset, _YCBCR_TO_RGB)
 
 
 def _activation(name: str, num_channels: int) -> nn.Module:
@@ -172,7 +180,9 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         if c == 1 and channels == 3:
             ycbcr = rgb_to_ycbcr(pixel_values)
             y = self._upscale(ycbcr[:, :1])
-            cbcr = F.interpolate(ycbcr[:, 1:], scale_factor=r, mode="bicubic", align_corners=False)
+            # Bicubic with a = -0.5 (MATLAB's and PIL's kernel; torch's antialias path, also the faster one on CPU).
+            size = (y.shape[-2], y.shape[-1])
+            cbcr = F.interpolate(ycbcr[:, 1:], size=size, mode="bicubic", align_corners=False, antialias=True)
             reconstruction = ycbcr_to_rgb(torch.cat([y, cbcr], dim=1))
         else:
             reconstruction = self._upscale(pixel_values)

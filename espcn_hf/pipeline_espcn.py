@@ -11,7 +11,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 
 from .image_io import load_image
 from .image_processing_espcn import ESPCNImageProcessor
-from .inference import upscale_tensor
+from .inference import prepare_for_inference, upscale_tensor
 
 PIPELINE_TASK = "image-super-resolution"
 
@@ -19,8 +19,9 @@ PIPELINE_TASK = "image-super-resolution"
 class ImageSuperResolutionPipeline(Pipeline):
     """Super-resolves images (paths, URLs are not fetched, PIL images, numpy arrays) with an ESPCN model.
 
-    Call options: `tile_size` ("auto", None or an int) and `tile_overlap` (int) are passed to the tiled
-    inference of `espcn_hf.upscale`; `max_pixels` bounds the input size. Returns one PIL image per input.
+    Call options: `tile_size` ("auto", None or an int), `tile_overlap` (int) and `precision` ("auto", "bf16")
+    are passed to the tiled inference of `espcn_hf.upscale`; `max_pixels` bounds the input size. Returns one PIL
+    image per input.
     """
 
     _load_processor = False
@@ -34,9 +35,11 @@ class ImageSuperResolutionPipeline(Pipeline):
         if self.image_processor is None:
             self.image_processor = ESPCNImageProcessor(upscale_factor=self.model.config.upscale_factor)
 
-    def _sanitize_parameters(self, tile_size=None, tile_overlap=None, max_pixels=None, **kwargs):
+    def _sanitize_parameters(
+        self, tile_size=None, tile_overlap=None, max_pixels=None, precision=None, **kwargs
+    ):
         preprocess_params = {} if max_pixels is None else {"max_pixels": max_pixels}
-        forward_params = {}
+        forward_params = {} if precision is None else {"precision": precision}
         if tile_size is not None:
             forward_params["tile_size"] = tile_size
         if tile_overlap is not None:
@@ -49,8 +52,9 @@ class ImageSuperResolutionPipeline(Pipeline):
             image = load_image(image, max_pixels=limit)
         return self.image_processor(image, max_pixels=limit)
 
-    def _forward(self, model_inputs, tile_size="auto", tile_overlap=None):
-        reconstruction = upscale_tensor(self.model, model_inputs["pixel_values"], tile_size, tile_overlap)
+    def _forward(self, model_inputs, tile_size="auto", tile_overlap=None, precision="auto"):
+        model = prepare_for_inference(self.model, precision)
+        reconstruction = upscale_tensor(model, model_inputs["pixel_values"], tile_size, tile_overlap)
         return {"reconstruction": reconstruction, "original_sizes": model_inputs["original_sizes"]}
 
     def postprocess(self, model_outputs):

@@ -1,0 +1,86 @@
+"""Publish a checkpoint to the Hugging Face Hub (a thin command line over `espcn_hf.hub`).
+
+    # write exactly the folder that would be uploaded, print its files; no network
+    python scripts/push_to_hub.py checkpoints/espcn-x3 --repo-id espcn-hf/espcn-x3 --dry-run hub/espcn-x3
+
+    # prepare the folder, then create the repo (if needed) and upload it (needs `huggingface-cli login` or HF_TOKEN)
+    python scripts/push_to_hub.py checkpoints/espcn-x3 --repo-id espcn-hf/espcn-x3 [--private] [--revision BRANCH]
+
+The model card (README.md) is rendered from `model_card.md` with the numbers of the evaluation files
+`benchmarks/eval_<name>_x<scale>.json` (or those given with --eval). Re-running the dry run re-renders it.
+Exit status: 0 done, 1 the push failed (the message names the ready folder), 2 bad checkpoint or arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint
+
+EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "checkpoint", type=Path, help="folder written by save_pretrained (e.g. checkpoints/espcn-x3)"
+    )
+    parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. espcn-hf/espcn-x3")
+    parser.add_argument("--private", action="store_true", help="create the repository as private")
+    parser.add_argument("--revision", help="branch to push to (created if needed); default: main")
+    parser.add_argument(
+        "--eval",
+        dest="eval_json",
+        action="append",
+        type=Path,
+        help="evaluation JSON for the card (repeatable); default: benchmarks/eval_*_x<scale>.json of this checkpoint",
+    )
+    parser.add_argument(
+        "--dry-run",
+        metavar="DIR",
+        type=Path,
+        help="only write the upload folder to DIR (replacing its content) and list it; no network",
+    )
+    parser.add_argument(
+        "--folder", type=Path, help="where to prepare the folder before a push (default: a temp dir)"
+    )
+    return parser.parse_args(argv)
+
+
+def list_folder(folder: Path) -> None:
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(folder)}  ({path.stat().st_size:,} bytes)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.checkpoint / "config.json").is_file():
+        print(f"error: {args.checkpoint}: not a checkpoint folder (no config.json)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.dry_run is not None:
+            folder = prepare_upload_folder(
+                args.checkpoint, args.dry_run, eval_json_paths=args.eval_json, repo_id=args.repo_id
+            )
+            print(f"dry run: the upload folder for {args.repo_id} is {folder}")
+            list_folder(folder)
+            return EXIT_OK
+        url = push_checkpoint(
+            args.checkpoint,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            folder=args.folder,
+            eval_json_paths=args.eval_json,
+        )
+    except HubError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_PUSH_FAILED if "folder is ready" in str(error) else EXIT_USAGE
+    print(f"pushed {args.checkpoint} to {url}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
