@@ -177,7 +177,7 @@ def upscale_tensor(
     pixel_values = pixel_values.to(param.device)
 
     def run(window: torch.Tensor) -> torch.Tensor:
-        window = window.to(param.dtype).contiguous(memory_format=memory_format)
+        window = window.contiguous(memory_format=memory_format)  # the model casts to its own dtype
         return model(window).reconstruction.float()
 
     if tile is None:

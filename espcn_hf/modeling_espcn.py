@@ -146,7 +146,8 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         return super().save_pretrained(*args, **kwargs)
 
     def _upscale(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.pixel_shuffle(self.body(pixel_values))
+        # The convolutions run in the weights' dtype (a bf16 model takes fp32 images); colour math stays fp32.
+        return self.pixel_shuffle(self.body(pixel_values.to(self.body[0].weight.dtype)))
 
     def forward(
         self,
@@ -179,7 +180,7 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
 
         if c == 1 and channels == 3:
             ycbcr = rgb_to_ycbcr(pixel_values)
-            y = self._upscale(ycbcr[:, :1])
+            y = self._upscale(ycbcr[:, :1]).to(ycbcr.dtype)
             # Bicubic with a = -0.5 (MATLAB's and PIL's kernel; torch's antialias path, also the faster one on CPU).
             size = (y.shape[-2], y.shape[-1])
             cbcr = F.interpolate(ycbcr[:, 1:], size=size, mode="bicubic", align_corners=False, antialias=True)
