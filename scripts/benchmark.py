@@ -100,7 +100,7 @@ def speed_rows(device: str, repeats: int, matmul: float, paths: list[str], tile)
         peer_ms = {}
         if device == "cpu":
             peer_ms["PIL bicubic"] = median_ms(
-                lambda: pil.resize((width * scale, height * scale), Image.BICUBIC), repeats
+                lambda pil=pil, size=(width * scale, height * scale): pil.resize(size, Image.BICUBIC), repeats
             )
             sr = opencv_espcn(scale)
             if sr is not None:
@@ -117,7 +117,9 @@ def speed_rows(device: str, repeats: int, matmul: float, paths: list[str], tile)
                 model = prepare_for_inference(base, path)
                 with torch.inference_mode():
                     ms = median_ms(
-                        lambda model=model: upscale_tensor(model, lr, tile_size=None), repeats, sync=sync
+                        lambda model=model, lr=lr: upscale_tensor(model, lr, tile_size=tile),
+                        repeats,
+                        sync=sync,
                     )
                 gflops = 2 * macs / (ms / 1000) / 1e9
                 row = {
