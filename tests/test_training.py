@@ -1,0 +1,360 @@
+"""Tests of the training pieces (`espcn_hf.training`) and of `scripts/train.py` end to end on tiny fixture data.
+
+The end-to-end runs use `configs/smoke-cpu.yaml` (a 3-layer 8-channel net, 1 CPU thread) pointed at a few
+small PNGs generated in `tmp_path`, so the whole file takes well under a minute on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
+from espcn_hf.training import (
+    EMA,
+    MetricsWriter,
+    RunLock,
+    ScheduleClock,
+    TrainState,
+    apply_overrides,
+    init_from_pretrained,
+    latest_checkpoint,
+    list_checkpoints,
+    load_config,
+    loss_for_step,
+    lr_lambda,
+    parse_override,
+    read_metrics,
+    save_checkpoint,
+    save_model_folder,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
+PLOT_SCRIPT = ROOT / "scripts" / "plot_training.py"
+SMOKE = ROOT / "configs" / "smoke-cpu.yaml"
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+TOLERANCE_DB = 0.05  # resumed vs uninterrupted run
+
+sys.path.insert(0, str(TRAIN_SCRIPT.parent))
+import train  # noqa: E402  (scripts/train.py)
+
+
+def _smooth_image(rng: np.random.Generator, height: int, width: int) -> Image.Image:
+    """Random low-frequency colour image with a few edges: something an SR net can learn a little on."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    channels = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(1, 6), rng.uniform(1, 6), rng.uniform(0, 2 * np.pi)
+        wave = 0.5 + 0.35 * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+        wave += 0.15 * (x > rng.uniform(0.2, 0.8))
+        channels.append(wave)
+    array = np.clip(np.stack(channels, -1), 0, 1)
+    return Image.fromarray((array * 255).round().astype(np.uint8))
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    train_dir, val_dir = root / "train", root / "val"
+    train_dir.mkdir()
+    val_dir.mkdir()
+    for i in range(6):
+        _smooth_image(rng, 60 + 3 * i, 66).save(train_dir / f"img{i}.png")
+    for i in range(3):  # an odd count: the 2-process evaluation must drop accelerate's padding duplicate
+        _smooth_image(rng, 36 + 6 * i, 45).save(val_dir / f"val{i}.png")
+    (train_dir / "SOURCE.txt").write_text("not an image\n")
+    return train_dir, val_dir
+
+
+def _args(out: Path, data_dirs, *extra: str) -> list[str]:
+    train_dir, val_dir = data_dirs
+    return [
+        "--config",
+        str(SMOKE),
+        "--output_dir",
+        str(out),
+        "--train_dirs",
+        str(train_dir),
+        "--val_dirs",
+        str(val_dir),
+        *extra,
+    ]
+
+
+def _subprocess_env() -> dict:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _single_process_psnr(folder: Path, val_dir: Path) -> float:
+    """Set PSNR of a saved model, computed here in one process without accelerate."""
+    from espcn_hf.data import DataGenerator
+    from espcn_hf.inference import upscale_tensor
+    from espcn_hf.metrics import psnr_per_image
+
+    model = ESPCNForImageSuperResolution.from_pretrained(folder).eval()
+    dataset = DataGenerator.from_folder(val_dir, scale=model.config.upscale_factor, mode="eval")
+    scores = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        sr = upscale_tensor(model, item["pixel_values"][None])
+        scores += psnr_per_image(sr, item["labels"][None], scale=model.config.upscale_factor)
+    return float(np.mean(scores))
+
+
+# -------------------------------------------------------------------------------------------- unit tests
+def test_lr_schedules():
+    cosine = lr_lambda("cosine", max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
+    assert cosine(0) == pytest.approx(0.1)
+    assert cosine(9) == pytest.approx(1.0)
+    assert cosine(10) == pytest.approx(1.0)
+    assert cosine(55) == pytest.approx(0.55)
+    assert cosine(100) == pytest.approx(0.1) and cosine(500) == pytest.approx(0.1)
+    multistep = lr_lambda("multistep", max_steps=100, milestones=[50, 80], gamma=0.5)
+    assert [multistep(s) for s in (0, 49, 50, 79, 80)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        lr_lambda("linear", 10)
+
+
+def test_schedule_clock_follows_time_budget():
+    clock = ScheduleClock(max_steps=1000, time_limit_s=100.0)
+    assert clock.update(step=10, seconds=50.0) == 500  # half the time spent: half-way through the schedule
+    assert clock.update(step=900, seconds=50.0) == 900
+    assert clock.update(step=10, seconds=500.0) == 1000
+    factor = clock.wrap(lr_lambda("cosine", 1000, min_lr_ratio=0.0))
+    assert factor(10) == pytest.approx(0.0, abs=1e-9)
+    assert ScheduleClock(1000).update(step=7, seconds=1e9) == 7  # no budget: the step itself
+    assert loss_for_step(799, 1000, "l1", "mse", 0.2) == "l1"
+    assert loss_for_step(800, 1000, "l1", "mse", 0.2) == "mse"
+    assert loss_for_step(999, 1000, "l1", "mse", 0.0) == "l1"
+
+
+def test_ema_average_and_state_round_trip():
+    model = torch.nn.Linear(2, 2)
+    ema = EMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    for _ in range(50):
+        ema.update(model)
+    assert torch.allclose(ema.shadow["weight"], torch.ones(2, 2), atol=1e-6)
+    clone = EMA(torch.nn.Linear(2, 2), decay=0.9)
+    clone.load_state_dict(ema.state_dict())
+    assert clone.num_updates == 50 and clone.decay == 0.5
+    target = torch.nn.Linear(2, 2)
+    clone.copy_to(target)
+    assert torch.equal(target.weight, torch.ones(2, 2))
+    with pytest.raises(ValueError, match="ema_decay"):
+        EMA(model, decay=1.0)
+
+
+def test_config_overrides_and_unknown_keys(tmp_path):
+    assert parse_override("learning_rate=1e-3") == ("learning_rate", 1e-3)
+    assert parse_override("model={hidden_channels: [4, 4]}") == ("model", {"hidden_channels": [4, 4]})
+    config = load_config(SMOKE)
+    assert set(config) <= set(train.DEFAULTS), "smoke preset keys must be known hyper-parameters"
+    for path in (ROOT / "configs").glob("*.yaml"):
+        assert set(load_config(path)) <= set(train.DEFAULTS), path
+    with pytest.raises(ValueError, match="Unknown hyper-parameter"):
+        apply_overrides(config, {"learnig_rate": 1.0}, train.DEFAULTS)
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_override("oops")
+    (tmp_path / "c.json").write_text(json.dumps({"batch_size": 3}))
+    assert load_config(tmp_path / "c.json") == {"batch_size": 3}
+
+
+class _FakeAccelerator:
+    """What save_checkpoint needs from an Accelerator, in one process; can crash inside save_state."""
+
+    is_main_process = True
+
+    def __init__(self):
+        self.crash = False
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "model.safetensors").write_bytes(b"x")
+        if self.crash:
+            raise RuntimeError("killed mid-write")
+
+
+def test_checkpoints_are_atomic_and_rotated(tmp_path):
+    accelerator = _FakeAccelerator()
+    for step in (10, 20, 30):
+        save_checkpoint(accelerator, tmp_path, step, total_limit=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_20", "step_30"]
+    accelerator.crash = True
+    with pytest.raises(RuntimeError):
+        save_checkpoint(accelerator, tmp_path, 40, total_limit=2)
+    assert (tmp_path / "step_40.tmp").is_dir()  # the half-written one is never taken for a checkpoint
+    assert latest_checkpoint(tmp_path).name == "step_30"
+    accelerator.crash = False
+    save_checkpoint(accelerator, tmp_path, 30, total_limit=2)  # re-saving a step replaces it
+    assert latest_checkpoint(tmp_path).name == "step_30" and not (tmp_path / "step_40.tmp").exists()
+    assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_init_from_copies_feature_layers(tmp_path):
+    tiny = {"hidden_channels": [4, 4], "kernel_sizes": [3, 3, 3]}
+    source = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=3, **tiny))
+    save_model_folder(source, tmp_path / "x3", 3, extra={"step": 1})
+    assert (tmp_path / "x3" / "model.safetensors").is_file() and not (tmp_path / "x3.tmp").exists()
+    assert ESPCNImageProcessor.from_pretrained(tmp_path / "x3").upscale_factor == 3
+    target = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=2, **tiny))
+    report = init_from_pretrained(target, tmp_path / "x3")
+    assert report["skipped"] == ["body.4.weight", "body.4.bias"]
+    assert torch.equal(target.body[0].weight, source.body[0].weight)
+    assert torch.equal(target.body[2].bias, source.body[2].bias)
+    wider = ESPCNForImageSuperResolution(
+        ESPCNConfig(upscale_factor=2, hidden_channels=[8, 4], kernel_sizes=[3, 3, 3])
+    )
+    with pytest.raises(ValueError, match="feature layers"):
+        init_from_pretrained(wider, tmp_path / "x3")
+
+
+def test_metrics_writer_truncates_after_resume_point(tmp_path):
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    for step in (10, 20, 30):
+        writer.write({"step": step, "seconds": step / 10, "set5_psnr": 20.0 + step})
+    writer.truncate_after(20)
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [10, 20]
+    state = TrainState(step=5, epoch=1, batch_in_epoch=3)
+    restored = TrainState()
+    restored.load_state_dict(state.state_dict())
+    assert restored == state
+
+
+def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
+    (tmp_path / ".lock").write_text(f"{os.getppid()}\n")  # a live process that is not us
+    with pytest.raises(RuntimeError, match="in use by a running training process"):
+        RunLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / ".lock").write_text(f"{dead.pid}\n")
+    lock = RunLock(tmp_path).acquire()
+    assert (tmp_path / ".lock").read_text().strip() == str(os.getpid())
+    lock.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+# --------------------------------------------------------------------------------------- end-to-end runs
+def test_smoke_run_one_process(tmp_path, data_dirs, capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(out, data_dirs, "--max_steps", "24", "--eval_steps", "12")) == 0
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records] == [12, 24]
+    assert all(math.isfinite(r["val_psnr"]) and r["val_images"] == 3 and r["seconds"] > 0 for r in records)
+    info = json.loads((out / "run.json").read_text())
+    assert info["num_processes"] == 1 and info["bicubic"]["val_psnr"] > 20
+    assert {p.name for p in (out / "checkpoints").iterdir()} == {"step_20", "step_24"}  # limit 2, every 10
+
+    # best/ and final/ load with from_pretrained; safetensors only; the processor knows the factor
+    for name in ("best", "final"):
+        folder = out / name
+        assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+        model = ESPCNForImageSuperResolution.from_pretrained(folder)
+        assert model.config.upscale_factor == 3 and model.config.hidden_channels == [8, 8]
+        assert ESPCNImageProcessor.from_pretrained(folder).upscale_factor == 3
+    best = json.loads((out / "best" / "eval_results.json").read_text())
+    assert best["val_psnr"] == max(r["val_psnr"] for r in records)
+    assert _single_process_psnr(out / "best", data_dirs[1]) == pytest.approx(best["val_psnr"], abs=1e-6)
+
+    # the plot script reads the run
+    from plot_training import main as plot_main
+
+    capsys.readouterr()
+    assert plot_main([str(out), "--metric", "val_psnr", "-o", str(tmp_path / "curve.png")]) == 0
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    assert "minutes until val_psnr passes bicubic + 2 dB" in capsys.readouterr().out
+
+
+def test_two_processes_ddp_on_cpu(tmp_path, data_dirs):
+    """`accelerate launch --multi_gpu --num_processes 2` runs real DDP over gloo on a machine without GPU."""
+    out = tmp_path / "ddp"
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531"]
+    command += [
+        str(TRAIN_SCRIPT),
+        *_args(out, data_dirs, "--max_steps", "12", "--eval_steps", "6", "--set", "patches_per_image=8"),
+    ]
+    result = subprocess.run(
+        command, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((out / "run.json").read_text())
+    assert info["num_processes"] == 2 and info["distributed_type"] == "DistributedType.MULTI_CPU"
+    # each process gets its own shard: half the batches per epoch of one process
+    assert info["batches_per_epoch"] == info["train_patches"] // (2 * info["config"]["batch_size"])
+    final = json.loads((out / "final" / "eval_results.json").read_text())
+    assert final["step"] == 12 and final["val_images"] == 3  # the padding duplicate was dropped
+    assert _single_process_psnr(out / "final", data_dirs[1]) == pytest.approx(final["val_psnr"], abs=1e-6)
+
+
+def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, data_dirs):
+    steps = ["--max_steps", "300", "--eval_steps", "100", "--set", "batch_size=16", "--set", "patch_size=12"]
+    steps += ["--set", "patches_per_image=8"]
+    # 1. a run killed with SIGKILL mid-training
+    killed = tmp_path / "killed"
+    command = [sys.executable, str(TRAIN_SCRIPT), *_args(killed, data_dirs, *steps)]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=_subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and process.poll() is None:
+        latest = latest_checkpoint(killed / "checkpoints")
+        if latest is not None and int(latest.name.split("_")[1]) >= 30:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed / "final").exists()
+    killed_at = int(latest_checkpoint(killed / "checkpoints").name.split("_")[1])
+    assert killed_at < 300
+
+    # 2. resumed from the newest complete checkpoint
+    assert train.main(_args(killed, data_dirs, *steps, "--resume_from_checkpoint", "latest")) == 0
+    # 3. the same run without interruption
+    reference = tmp_path / "reference"
+    assert train.main(_args(reference, data_dirs, *steps)) == 0
+
+    resumed = json.loads((killed / "final" / "eval_results.json").read_text())
+    uninterrupted = json.loads((reference / "final" / "eval_results.json").read_text())
+    assert resumed["step"] == uninterrupted["step"] == 300
+    assert abs(resumed["val_psnr"] - uninterrupted["val_psnr"]) < TOLERANCE_DB
+    assert [r["step"] for r in read_metrics(killed / "metrics.jsonl")] == [100, 200, 300]
+
+
+def test_push_to_hub_without_network_fails_after_saving(tmp_path, data_dirs, capsys, monkeypatch):
+    import espcn_hf.hub
+
+    def offline(*args, **kwargs):
+        raise espcn_hf.hub.HubError("cannot reach https://huggingface.co (offline)")
+
+    monkeypatch.setattr(espcn_hf.hub, "push_checkpoint", offline)
+    out = tmp_path / "push"
+    args = _args(
+        out, data_dirs, "--max_steps", "6", "--eval_steps", "6", "--push_to_hub", "--hub_model_id", "me/x"
+    )
+    capsys.readouterr()
+    assert train.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: push to the Hub (me/x) failed") and str(out / "best") in err[-1]
+    assert (out / "best" / "model.safetensors").is_file() and (out / "final" / "model.safetensors").is_file()
+    assert latest_checkpoint(out / "checkpoints").name == "step_6"
