@@ -236,8 +236,6 @@ def _eval_section(evals: Sequence[dict], model_name: str) -> str:
         "",
         render_eval_table(evals, model_name),
         "",
-        "Produced by:",
-        "",
     ]
     for data in evals:
         if data.get("_picture"):
@@ -247,6 +245,7 @@ def _eval_section(evals: Sequence[dict], model_name: str) -> str:
                 "_One crop per benchmark set, picked by `scripts/evaluate.py` where the detail is densest._",
                 "",
             ]
+    parts += ["Produced by:", ""]
     for data in evals:
         command = data.get("command") or "(the evaluation file does not record its command)"
         extra = []

@@ -349,11 +349,16 @@ def _pid_alive(pid: int) -> bool:
 
 
 def save_model_folder(
-    model, folder: str | os.PathLike, upscale_factor: int, extra: Mapping | None = None
+    model,
+    folder: str | os.PathLike,
+    upscale_factor: int,
+    extra: Mapping | None = None,
+    training_config: Mapping | None = None,
 ) -> Path:
     """`save_pretrained` (safetensors) + `ESPCNImageProcessor(upscale_factor=r).save_pretrained`, atomically.
 
-    `extra` (metrics, step, ...) goes to `eval_results.json` next to the weights. Call on the main process only.
+    `extra` (metrics, step, ...) goes to `eval_results.json` and `training_config` (the run's hyper-parameters)
+    to `training_config.json` next to the weights; the model card quotes the latter. Main process only.
     """
     folder = Path(folder)
     tmp = folder.with_name(folder.name + TMP_SUFFIX)
@@ -363,6 +368,8 @@ def save_model_folder(
     ESPCNImageProcessor(upscale_factor=upscale_factor).save_pretrained(tmp)
     if extra is not None:
         (tmp / "eval_results.json").write_text(json.dumps(dict(extra), indent=2, sort_keys=True) + "\n")
+    if training_config is not None:
+        (tmp / "training_config.json").write_text(json.dumps(dict(training_config), indent=1) + "\n")
     _swap_into_place(tmp, folder)
     return folder
 

@@ -368,7 +368,7 @@ def run_training(config: dict, args: argparse.Namespace, accelerator: Accelerato
         if score > state.best_score:
             state.best_score, state.best_step = score, state.step
             if is_main:
-                save_model_folder(eval_model, output_dir / "best", r, extra=record)
+                save_model_folder(eval_model, output_dir / "best", r, extra=record, training_config=config)
         accelerator.wait_for_everyone()
         return record
 
@@ -464,7 +464,7 @@ def run_training(config: dict, args: argparse.Namespace, accelerator: Accelerato
             ema.copy_to(eval_model)
         else:
             eval_model.load_state_dict(unwrapped.state_dict())
-        save_model_folder(eval_model, output_dir / "final", r, extra=state.last_eval)
+        save_model_folder(eval_model, output_dir / "final", r, extra=state.last_eval, training_config=config)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     summary = (

@@ -44,6 +44,12 @@ def _tiny_checkpoint(folder: Path, scale: int = 3) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def _no_real_evaluations(tmp_path_factory, monkeypatch):
+    """Cards in these tests use the fixture JSONs only, not whatever benchmarks/ holds in this checkout."""
+    monkeypatch.setattr("espcn_hf.hub.BENCHMARK_DIR", tmp_path_factory.mktemp("empty-benchmarks"))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     # Named like a real checkpoint so that the card's model name matches the evaluation file's "name".
