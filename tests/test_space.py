@@ -225,7 +225,11 @@ def test_space_readme_front_matter():
     assert front["models"] == [HUB_REPO_IDS[s] for s in sorted(HUB_REPO_IDS)]
     assert {"title", "emoji", "colorFrom", "colorTo", "license"} <= set(front)
     requirements = (SPACE_DIR / "requirements.txt").read_text()
-    assert f"gradio=={gr.__version__}" in requirements and "espcn-hf" in requirements
+    assert (
+        f"gradio=={gr.__version__}" in requirements
+        and "transformers" in requirements
+        and "torch" in requirements
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
