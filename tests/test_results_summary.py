@@ -1,0 +1,42 @@
+"""The README's results section must be exactly what scripts/summarize_results.py builds from benchmarks/."""
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _summarize():
+    spec = importlib.util.spec_from_file_location(
+        "summarize_results", REPO / "scripts" / "summarize_results.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_results_match_the_measured_files():
+    summarize = _summarize()
+    readme = (REPO / "README.md").read_text()
+    section = readme.split(summarize.START, 1)[1].split(summarize.END, 1)[0]
+    assert section.strip() == summarize.build().strip(), (
+        "run: python scripts/summarize_results.py --write-readme"
+    )
+
+
+def test_targets_are_judged_from_the_numbers(tmp_path):
+    import json
+
+    summarize = _summarize()
+    results = {
+        s: {"bicubic": {"psnr_y": 30.0, "ssim_y": 0.8}, "espcn-x3": {"psnr_y": 33.3, "ssim_y": 0.9}}
+        for s in summarize.SETS
+    }
+    results["Set14"]["espcn-x3"]["psnr_y"] = 29.0
+    (tmp_path / "eval_espcn-x3_x3.json").write_text(
+        json.dumps({"scale": 3, "name": "espcn-x3", "command": "cmd", "seconds": 1.0, "results": results})
+    )
+    text = summarize.build(tmp_path)
+    assert "| espcn-x3 Set5 PSNR-Y >= 33.2 | 33.30 | met |" in text
+    assert "| espcn-x3 Set14 PSNR-Y >= 29.5 | 29.00 | **NOT met** (-0.50 dB) |" in text
+    assert "| espcn-x2 Set5 >= 37.0 | not evaluated | NOT met |" in text
