@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "device": device if device == "cpu" else torch.cuda.get_device_name(),
             "command": command.strip(),
-            "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
