@@ -369,9 +369,15 @@ def save_model_folder(
     if extra is not None:
         (tmp / "eval_results.json").write_text(json.dumps(dict(extra), indent=2, sort_keys=True) + "\n")
     if training_config is not None:
-        (tmp / "training_config.json").write_text(json.dumps(dict(training_config), indent=1) + "\n")
+        (tmp / "training_config.json").write_text(format_training_record(training_config))
     _swap_into_place(tmp, folder)
     return folder
+
+
+def format_training_record(record: Mapping) -> str:
+    """JSON with one top-level key per line (lists and dicts inline): short enough to quote in a model card."""
+    lines = [f"  {json.dumps(str(key))}: {json.dumps(value)}" for key, value in record.items()]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def _last_conv_prefix(model: nn.Module) -> str:
@@ -514,5 +520,6 @@ __all__ = [
     "parse_override",
     "read_metrics",
     "save_checkpoint",
+    "format_training_record",
     "save_model_folder",
 ]
