@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .degradation import imresize, quantize
+from .image_processing_espcn import to_uint8_hwc
 from .metrics import rgb_to_y
 
 Upscaler = Callable[[torch.Tensor], "torch.Tensor | np.ndarray"]
@@ -66,7 +67,7 @@ def opencv_upscaler(kind: str, scale: int, path: str | os.PathLike) -> Upscaler:
     sr.setModel(kind, scale)
 
     def upscale(lr: torch.Tensor) -> np.ndarray:
-        rgb = (lr[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        rgb = to_uint8_hwc(lr[0])
         bgr = np.ascontiguousarray(rgb[..., ::-1])
         return np.ascontiguousarray(sr.upsample(bgr)[..., ::-1])
 

@@ -25,7 +25,7 @@ import yaml
 from PIL import Image
 
 from .configuration_espcn import ESPCNConfig
-from .image_processing_espcn import ESPCNImageProcessor
+from .image_processing_espcn import ESPCNImageProcessor, to_uint8_hwc
 from .modeling_espcn import ESPCNForImageSuperResolution
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -379,9 +379,9 @@ def render_comparison(model: ESPCNForImageSuperResolution, out_path: Path, crop:
     hr = hr_full.crop((left, top, left + size, top + size))
     hr_t = torch.from_numpy(np.asarray(hr, dtype=np.float64) / 255.0).permute(2, 0, 1)
     lr_t = bicubic_degrade(hr_t, r)
-    lr = Image.fromarray((lr_t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    lr = Image.fromarray(to_uint8_hwc(lr_t))
     bicubic_t = quantize(imresize(lr_t, scale=r))
-    bicubic = Image.fromarray((bicubic_t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    bicubic = Image.fromarray(to_uint8_hwc(bicubic_t))
     espcn = upscale(lr, model, tile_size=None)
     panels = [("HR (ground truth)", hr), (f"Bicubic x{r}", bicubic), (f"ESPCN x{r}", espcn)]
     zoom, label_h = 2, 18

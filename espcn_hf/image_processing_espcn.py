@@ -43,6 +43,11 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """A float (C, H, W) tensor in [0, 1] -> uint8 (H, W, C) numpy: clamped, rounded to 8-bit levels."""
+    return image.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
 def _to_chw_float(image, rescale_factor: float, do_rescale: bool) -> torch.Tensor:
     """One image (PIL, numpy HWC/HW/CHW, or torch CHW/HW) -> float32 tensor (3, H, W)."""
     if isinstance(image, Image.Image):
@@ -203,9 +208,9 @@ class ESPCNImageProcessor(BaseImageProcessor):
             if output_type == "pt":
                 results.append(image)
                 continue
-            array = (image * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            array = to_uint8_hwc(image)
             results.append(array if output_type == "np" else Image.fromarray(array))
         return results
 
 
-__all__ = ["ESPCNImageProcessor", "pil_to_rgb_array", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ESPCNImageProcessor", "pil_to_rgb_array", "to_uint8_hwc", "DEFAULT_MAX_PIXELS"]

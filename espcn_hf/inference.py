@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from .image_io import ImageLoadError, load_image
-from .image_processing_espcn import DEFAULT_MAX_PIXELS, ESPCNImageProcessor
+from .image_processing_espcn import DEFAULT_MAX_PIXELS, ESPCNImageProcessor, to_uint8_hwc
 from .modeling_espcn import ESPCNForImageSuperResolution
 
 # tile_size="auto": tiles of 256 LR pixels whenever the image is larger. Measured on the 2-core AVX-512 CPU
@@ -211,10 +211,6 @@ def _alpha_channel(image: Image.Image) -> Image.Image | None:
     return None
 
 
-def _to_uint8_hwc(tile: torch.Tensor) -> np.ndarray:
-    return tile.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def upscale(
     image,
     model: str | os.PathLike | ESPCNForImageSuperResolution,
@@ -275,7 +271,7 @@ def upscale(
         result = Image.new("RGB", (width * r, height * r))
 
         def paste(top: int, left: int, tile: torch.Tensor) -> None:
-            result.paste(Image.fromarray(_to_uint8_hwc(tile[0])), (left, top))
+            result.paste(Image.fromarray(to_uint8_hwc(tile[0])), (left, top))
 
         upscale_tensor(model, pixel_values, tile_size, tile_overlap, write=paste)
         if alpha is not None:
@@ -289,7 +285,7 @@ def upscale(
 
         def store(top: int, left: int, tile: torch.Tensor) -> None:
             h, w = tile.shape[-2:]
-            array[top : top + h, left : left + w] = _to_uint8_hwc(tile[0])
+            array[top : top + h, left : left + w] = to_uint8_hwc(tile[0])
 
         upscale_tensor(model, pixel_values, tile_size, tile_overlap, write=store)
         return array

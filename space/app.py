@@ -22,14 +22,10 @@ import torch
 from PIL import Image
 
 from espcn_hf import ImageLoadError, load_image, upscale
+from espcn_hf.degradation import imresize  # MATLAB-compatible bicubic, the degradation of the training data
 from espcn_hf.image_processing_espcn import pil_to_rgb_array
 from espcn_hf.inference import CheckpointError, load_model
 from espcn_hf.pretrained import CHECKPOINT_DIR, HUB_REPO_IDS
-
-try:  # MATLAB-compatible bicubic (the degradation the models were trained on)
-    from espcn_hf.degradation import imresize
-except ImportError:  # pragma: no cover - older espcn_hf
-    imresize = None
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
@@ -102,11 +98,9 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
 
 def _bicubic(image: Image.Image, factor: float, size: tuple[int, int] | None = None) -> Image.Image:
-    """MATLAB-style bicubic resize (antialiased when reducing) of an 8-bit RGB/RGBA image; PIL as a fallback."""
+    """MATLAB-style bicubic resize (antialiased when reducing) of an 8-bit RGB/RGBA image."""
     width, height = image.size
     out_w, out_h = size or (round(width * factor), round(height * factor))
-    if imresize is None:
-        return image.resize((out_w, out_h), Image.Resampling.BICUBIC)
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     resized = imresize(array, scale=factor, output_size=(out_h, out_w))
     values = (resized.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(1, 2, 0).numpy()
