@@ -1,0 +1,97 @@
+"""Atomic file output: the one place where espcn-hf writes a file the user keeps.
+
+Every output (upscaled images, videos, evaluation JSON, model cards, pictures, exported models) is written to a
+temporary file in the same folder, flushed and fsync'ed, then renamed over the final path with `os.replace`. At
+every instant the final path holds either the previous file or the complete new one: an interrupt (SIGINT,
+SIGKILL), a full disk or an encoder error never leaves a truncated file under the final name and never destroys
+an earlier good output. The temporary name starts with `.` and ends with `.partial`, so folder scans (and the
+CLI's input collection) can skip it, and a crash leaves at worst such a hidden leftover, which the next write of
+the same target removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def is_partial_file(path: str | os.PathLike) -> bool:
+    """True for the temporary files `atomic_path` creates (hidden, `.partial` suffix)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows, or a folder we may not open: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on a clean exit it is fsync'ed and renamed onto `target`.
+
+    For writers that want a file name (PIL's `save`, PyAV, `torch.onnx.export`, matplotlib's `savefig`).
+    `suffix` (default: the target's own) keeps extension-based format detection working. On any exception
+    the temporary file is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    suffix = target.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.stem}.", suffix=f"{suffix}{PARTIAL_SUFFIX}", dir=folder
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(folder)
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `target` atomically (see the module docstring)."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+    return Path(target)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write `text` to `target` atomically (see the module docstring)."""
+    return atomic_write_bytes(target, text.encode(encoding))
+
+
+def atomic_save(target: str | os.PathLike, save: Callable[[Path], object], suffix: str | None = None) -> Path:
+    """Call `save(tmp_path)` and move the result onto `target` atomically, e.g.
+    `atomic_save("out.png", lambda p: image.save(p, format="PNG"))`."""
+    with atomic_path(target, suffix=suffix) as tmp:
+        save(tmp)
+    return Path(target)
+
+
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "atomic_path",
+    "atomic_save",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "is_partial_file",
+]
