@@ -1,0 +1,180 @@
+"""ONNX export of ESPCN models, for onnxruntime, OpenCV's dnn module and transformers.js users.
+
+    espcn-hf export espcn-hf/espcn-x3 -o onnx/model.onnx
+    from espcn_hf.onnx_export import export_onnx; export_onnx(model, "onnx/model.onnx")
+
+The graph takes `pixel_values` (float32, (batch, 3, height, width), RGB in [0, 1]: what `ESPCNImageProcessor`
+returns) and gives `reconstruction` (batch, 3, r*height, r*width), not clamped: the names and layout of the
+transformers model, so transformers.js finds them in a Hub repo under `onnx/model.onnx`. Batch, height and width
+are dynamic. The paper's Y-channel models export their whole RGB path (BT.601 YCbCr, the net on Y, bicubic
+CbCr via ONNX `Resize` with antialias), which needs opset 18; 18 is the default for all models.
+
+Exporter: torch.export + onnxscript (`torch.onnx.export(dynamo=True)`), which works offline. The weights are
+stored inside the one .onnx file (no external `.data` file; the models are a few hundred kB). The file is written
+atomically (`fileio.atomic_write_bytes`) and, by default, checked against the torch model with onnxruntime at
+two sizes before `export_onnx` returns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .fileio import atomic_write_bytes
+from .inference import CheckpointError, load_model
+from .modeling_espcn import ESPCNForImageSuperResolution
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 17
+# Batch and sizes of the checks: odd sizes and a batch of 2 catch a graph that specialised a dimension.
+CHECK_SHAPES = ((1, 3, 24, 32), (2, 3, 37, 29))
+CHECK_ATOL = 1e-4
+
+
+class _Reconstruction(torch.nn.Module):
+    """The model with a tensor output (ONNX graphs return tensors, not ModelOutput objects)."""
+
+    def __init__(self, model: ESPCNForImageSuperResolution) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values).reconstruction
+
+
+def _fp32_cpu(model: ESPCNForImageSuperResolution) -> _Reconstruction:
+    """A float32 CPU copy: the caller's model (maybe bf16, channels_last or on a GPU) is left as it is."""
+    copied = copy.deepcopy(model).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
+    return _Reconstruction(copied).eval()
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Hide the exporter's notes that do not concern ESPCN (torchvision ops not registered, pytree deprecations)."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _onnx_metadata(model: ESPCNForImageSuperResolution) -> dict[str, str]:
+    from . import __version__
+
+    config = model.config
+    return {
+        "model_type": "espcn",
+        "upscale_factor": str(config.upscale_factor),
+        "num_channels": str(config.num_channels),
+        "input": "pixel_values: float32 (batch, 3, height, width), RGB in [0, 1]",
+        "output": "reconstruction: float32 (batch, 3, r*height, r*width), clamp to [0, 1]",
+        "producer": f"espcn-hf {__version__}",
+    }
+
+
+def export_onnx(
+    model: str | os.PathLike | ESPCNForImageSuperResolution,
+    path: str | os.PathLike,
+    *,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+) -> Path:
+    """Export `model` (instance, `save_pretrained` folder or Hub repo id) to the ONNX file `path`.
+
+    Dynamic batch, height and width; opset `opset` (>= 17; the paper's Y-channel models need 18). With
+    `check`, onnxruntime must match torch within 1e-4 at two sizes (`check_onnx`), else `RuntimeError` and no
+    file is left at `path`. Returns `path`.
+    """
+    import onnx
+
+    if not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    model = model if isinstance(model, ESPCNForImageSuperResolution) else load_model(model, device="cpu")
+    if model.config.num_channels == 1 and opset < 18:
+        raise ValueError("Y-channel models need opset >= 18 (bicubic chroma uses Resize with antialias)")
+    wrapper = _fp32_cpu(model)
+    example = torch.rand(2, 3, 32, 40)  # not 1: torch.export specialises dimensions of size 0 and 1
+    batch, height, width = (torch.export.Dim(n) for n in ("batch", "height", "width"))
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            wrapper,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["pixel_values"],
+            output_names=["reconstruction"],
+            dynamic_shapes={"pixel_values": {0: batch, 2: height, 3: width}},
+            external_data=False,
+            verbose=False,
+        )
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, _onnx_metadata(model))
+    onnx.checker.check_model(proto)
+    data = proto.SerializeToString()
+    if check:
+        error = check_onnx(data, model)
+        if error > CHECK_ATOL:
+            raise RuntimeError(f"ONNX export differs from torch by {error:.2e} > {CHECK_ATOL:g}; not written")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, data)
+
+
+def check_onnx(
+    onnx_model: str | os.PathLike | bytes,
+    model: ESPCNForImageSuperResolution,
+    shapes: Sequence[tuple[int, int, int, int]] = CHECK_SHAPES,
+    seed: int = 0,
+) -> float:
+    """Largest absolute difference between onnxruntime (CPU) and the torch model (fp32) on random inputs."""
+    import onnxruntime as ort
+
+    source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    reference = _fp32_cpu(model)
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for shape in shapes:
+        pixels = torch.rand(shape, generator=generator)
+        (output,) = session.run(["reconstruction"], {"pixel_values": pixels.numpy()})
+        with torch.inference_mode():
+            expected = reference(pixels).numpy()
+        if output.shape != expected.shape:
+            return float("inf")
+        worst = max(worst, float(np.abs(output - expected).max()))
+    return worst
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `espcn-hf export`."""
+    parser.add_argument("model", help="folder written by save_pretrained, or a Hub repo id")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
+
+
+def run(args: argparse.Namespace) -> int:
+    """`espcn-hf export MODEL -o model.onnx`: 0 on success, 1 with one error line otherwise."""
+    try:
+        path = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
+    except (CheckpointError, ValueError, RuntimeError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.model} -> {path} ({path.stat().st_size / 1024:.0f} kB, opset {args.opset})")
+    return 0
+
+
+__all__ = ["DEFAULT_OPSET", "add_arguments", "check_onnx", "export_onnx", "run"]

@@ -1,0 +1,79 @@
+"""ONNX export (`espcn_hf.onnx_export`): onnxruntime equals torch (max abs diff <= 1e-4) at two sizes with a
+dynamic batch, height and width, for the RGB net and a Y-channel (paper-style) net; the file is self-contained
+and written atomically; the caller's model is untouched; the `export` command's errors are one line."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_model
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from espcn_hf import onnx_export  # noqa: E402
+from espcn_hf.onnx_export import export_onnx  # noqa: E402
+
+
+def run_both(path, model, shape):
+    pixels = torch.rand(shape, generator=torch.Generator().manual_seed(sum(shape)))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (output,) = session.run(["reconstruction"], {"pixel_values": pixels.numpy()})
+    with torch.inference_mode():
+        expected = model(pixels).reconstruction.numpy()
+    return output, expected
+
+
+@pytest.mark.parametrize("num_channels", [3, 1], ids=["rgb", "y-channel"])
+def test_onnxruntime_matches_torch_at_two_sizes(num_channels, tmp_path):
+    model = tiny_model(3, num_channels=num_channels, activation="tanh")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    path = export_onnx(model, tmp_path / "onnx" / "model.onnx")
+    assert path == tmp_path / "onnx" / "model.onnx"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # weights inside, no .data file
+    for shape in [(1, 3, 20, 28), (3, 3, 33, 17)]:
+        output, expected = run_both(path, model, shape)
+        assert output.shape == (shape[0], 3, 3 * shape[2], 3 * shape[3])
+        assert np.abs(output - expected).max() <= 1e-4
+    proto = onnx.load(str(path))
+    assert [i.name for i in proto.graph.input] == ["pixel_values"]
+    assert [o.name for o in proto.graph.output] == ["reconstruction"]
+    dims = [d.dim_param or d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 3, "height", "width"]
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    assert {p.key: p.value for p in proto.metadata_props}["upscale_factor"] == "3"
+    # The caller's model keeps its weights, dtype and device.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_failed_check_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(onnx_export, "check_onnx", lambda *args, **kwargs: 1.0)
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        export_onnx(tiny_model(2), target)
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_bad_opset_is_refused():
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(tiny_model(2), "unused.onnx", opset=11)
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    onnx_export.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_export_command(tiny_checkpoint, tmp_path, capsys):
+    target = tmp_path / "x3.onnx"
+    assert onnx_export.run(_parse([str(tiny_checkpoint), "-o", str(target)])) == 0
+    assert target.is_file() and "opset 18" in capsys.readouterr().out
+    assert onnx_export.run(_parse([str(tmp_path / "missing"), "-o", str(tmp_path / "y.onnx")])) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error:") and "\n" not in error and not (tmp_path / "y.onnx").exists()
