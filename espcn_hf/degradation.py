@@ -34,6 +34,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from .metrics import mod_crop, quantize_uint8
+
 __all__ = ["bicubic_degrade", "imresize", "imresize_np", "mod_crop", "quantize"]
 
 # Width of MATLAB's cubic kernel (support [-2, 2]) before antialias widening.
@@ -146,16 +148,9 @@ def imresize(
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Clamp a [0, 1] float tensor and round it to the 256 uint8 levels (half away from zero, like MATLAB)."""
-    return torch.floor(x.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
-
-
-def mod_crop(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """Crop the last two dims (H, W) of ``x`` to multiples of ``scale``, keeping the top-left corner."""
-    if scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale}")
-    h, w = x.shape[-2:]
-    return x[..., : h - h % scale, : w - w % scale]
+    """``x`` as if saved to an 8-bit file and read back: the levels of `metrics.quantize_uint8` (clamp, round half
+    away from zero, like MATLAB) divided by 255, in the dtype and on the device of ``x``."""
+    return quantize_uint8(x).to(x.dtype).div_(255.0)
 
 
 def bicubic_degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -183,15 +178,14 @@ def bicubic_degrade(hr: torch.Tensor, scale: int) -> torch.Tensor:
 def imresize_np(img: np.ndarray, scale: float) -> np.ndarray:
     """MATLAB ``imresize(img, scale, 'bicubic')`` for a uint8 ``H x W x C`` (or ``H x W``) numpy image.
 
-    Computed in float64, then clamped and rounded half away from zero to uint8 (as MATLAB rounds).
+    Computed in float64 on [0, 1], then rounded with `metrics.quantize_uint8` (clamp, half away from zero).
     """
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8:
         raise TypeError("img must be a uint8 numpy array")
     if img.ndim not in (2, 3):
         raise ValueError(f"img must be H x W or H x W x C, got shape {img.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float64)
+    t = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float64).div_(255.0)
     t = t if img.ndim == 2 else t.permute(2, 0, 1)
-    out = imresize(t, scale=scale)
-    out = torch.floor(out.clamp(0.0, 255.0) + 0.5).to(torch.uint8)
+    out = quantize_uint8(imresize(t, scale=scale))
     out = out if img.ndim == 2 else out.permute(1, 2, 0)
     return np.ascontiguousarray(out.numpy())

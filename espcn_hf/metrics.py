@@ -1,18 +1,27 @@
-"""PSNR / SSIM following the standard super-resolution evaluation protocol, and BT.601 colour conversion.
+"""The super-resolution evaluation protocol in one place: uint8 rounding, mod-crop, border crop, Y, PSNR, SSIM.
 
-The protocol (SRCNN, ESPCN, VDSR, EDSR, ... MATLAB evaluation code):
+Every float -> uint8 step of the package goes through :func:`quantize_uint8` and every PSNR/SSIM through
+:func:`psnr_ssim` (training validation, `espcn_hf.evaluation`, the model card, the Space). The protocol is the
+one of the SRCNN / ESPCN / VDSR / EDSR MATLAB evaluation code:
 
-1. both images are quantized to uint8 levels (clamp to [0, 1], round) - a model output is only a picture once
-   it is saved as one;
-2. HR is mod-cropped to a multiple of ``scale`` (the SR output should already have that size);
+1. both images are quantized to uint8 levels (:func:`quantize_uint8`: clamp to [0, 1], ``* 255``, round half
+   away from zero, MATLAB's ``uint8()``) - a model output is only a picture once it is saved as one;
+2. HR is mod-cropped to a multiple of ``scale`` (:func:`mod_crop`; an SR image of the full size is cropped too);
 3. ``scale`` pixels are cropped from every border (``crop_border``);
-4. metrics are computed on the Y channel of MATLAB's ``rgb2ycbcr`` (BT.601 "studio swing",
-   Y in [16, 235]) as float64 on the [0, 255] scale, or on all RGB channels;
+4. metrics are computed on the Y channel of MATLAB's ``rgb2ycbcr`` (BT.601 "studio swing", Y in [16, 235]) in
+   float64 on the [0, 255] scale, not rounded, or on all RGB channels;
 5. PSNR uses ``MAX = 255``; SSIM is Wang et al. (2004): 11x11 Gaussian window (sigma 1.5, normalised to sum 1),
-   K1 = 0.01, K2 = 0.03, L = 255, 'valid' filtering, mean of the SSIM map (like ``ssim_index.m``; no
-   automatic downsampling). For RGB, SSIM is the mean over channels.
+   K1 = 0.01, K2 = 0.03, L = 255, 'valid' filtering, mean of the SSIM map (``ssim_index.m``; no automatic
+   downsampling). For RGB, SSIM is the mean over channels.
 
-Everything is computed with torch in float64, so it runs on the tensors' device (CPU or CUDA).
+Hand-written on purpose: the rounding rule, the Y formula and the SSIM constants must match MATLAB's exactly
+(published tables are computed that way, and 0.01 dB matters); the general-purpose libraries (torchmetrics,
+skimage, OpenCV) use other Y weights, full-range Y, or 'same' SSIM filtering. ``tests/test_metrics.py`` checks
+the protocol against the published Set5 bicubic numbers.
+
+Everything runs in torch float64 on the images' device (CPU or CUDA). SSIM filters separably: on CPU as 11
+shifted multiply-adds per axis (about 10x faster than ``F.conv2d``, which has no fast float64 CPU kernel), on
+other devices as two ``conv2d`` calls.
 
 Accepted images: torch float tensors in [0, 1] of shape ``(N, C, H, W)`` or ``(C, H, W)``; torch uint8
 tensors of the same shapes (0-255); numpy uint8 ``H x W x C``, ``H x W`` or ``N x H x W x C``; PIL images.
@@ -23,17 +32,21 @@ as is).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .degradation import mod_crop
-from .modeling_espcn import _RGB_TO_YCBCR, rgb_to_ycbcr, ycbcr_to_rgb
+from .modeling_espcn import rgb_to_ycbcr, ycbcr_to_rgb
 
 __all__ = [
+    "PSNRSSIM",
+    "mod_crop",
     "psnr",
     "psnr_per_image",
+    "psnr_ssim",
+    "quantize_uint8",
     "rgb_to_y",
     "rgb_to_ycbcr",
     "ssim",
@@ -42,9 +55,11 @@ __all__ = [
     "ycbcr_to_rgb",
 ]
 
-# One definition of MATLAB's rgb2ycbcr (BT.601 studio swing) for the package: the model's Y-channel mode and
-# the metrics must agree, so both use the matrix in modeling_espcn.py (row 0 = Y weights / 255).
-_Y_WEIGHTS = (_RGB_TO_YCBCR[0] * 255.0).numpy()  # 65.481, 128.553, 24.966
+# MATLAB rgb2ycbcr, row Y (BT.601 studio swing): Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 for R, G, B
+# in [0, 255]. Written out (not taken from a library) because the protocol needs exactly these constants;
+# tests/test_metrics.py checks that the model's own colour conversion (modeling_espcn) uses the same ones.
+Y_WEIGHTS = (65.481, 128.553, 24.966)
+Y_OFFSET = 16.0
 
 _SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
@@ -52,11 +67,55 @@ _SSIM_K1, _SSIM_K2 = 0.01, 0.03
 _MAX_VALUE = 255.0
 
 
+# --------------------------------------------------------------------------------------------- rounding
+def quantize_uint8(x: Any) -> torch.Tensor | np.ndarray:
+    """THE float -> uint8 rule of the package: clamp to [0, 1], ``* 255``, round half away from zero.
+
+    This is MATLAB's ``uint8(255 * x)`` (saturating, half away from zero), the rule of the published SR
+    evaluation code. ``round()`` in torch and numpy rounds half to even and must not be used for images.
+    The arithmetic is float64, so the rule is exact for float16/bfloat16/float32 inputs (``x * 255`` and
+    ``+ 0.5`` are exact in float64 for them).
+
+    Args:
+        x: a torch tensor or a numpy array (any shape) of floats in [0, 1]; uint8 input is returned as is.
+
+    Returns:
+        the same kind of object, same shape (and device for tensors), dtype uint8. NaN maps to 0.
+    """
+    if torch.is_tensor(x):
+        if x.dtype == torch.uint8:
+            return x
+        if not x.is_floating_point():
+            raise TypeError(f"quantize_uint8 expects a float or uint8 tensor, got {x.dtype}")
+        levels = x.detach().to(torch.float64, copy=True).nan_to_num_(0.0).clamp_(0.0, 1.0)
+        return levels.mul_(_MAX_VALUE).add_(0.5).floor_().to(torch.uint8)
+    arr = np.asarray(x)
+    if arr.dtype == np.uint8:
+        return arr
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"quantize_uint8 expects a float or uint8 array, got {arr.dtype}")
+    levels = np.clip(np.nan_to_num(arr.astype(np.float64), nan=0.0), 0.0, 1.0)
+    return np.floor(levels * _MAX_VALUE + 0.5).astype(np.uint8)
+
+
+def mod_crop(x: Any, scale: int) -> Any:
+    """Crop the last two dims (H, W) of a tensor (or the first two of an H x W (x C) numpy array) to multiples
+    of ``scale``, keeping the top-left corner."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale}")
+    scale = int(scale)
+    if isinstance(x, np.ndarray):
+        h, w = x.shape[:2]
+        return x[: h - h % scale, : w - w % scale]
+    h, w = x.shape[-2:]
+    return x[..., : h - h % scale, : w - w % scale]
+
+
 # --------------------------------------------------------------------------------------------- colour spaces
 def _y_from_levels(rgb: torch.Tensor) -> torch.Tensor:
     """Y on [0, 255] from a float ``(..., 3, H, W)`` tensor already on the [0, 255] scale."""
-    w = torch.as_tensor(_Y_WEIGHTS / _MAX_VALUE, dtype=rgb.dtype, device=rgb.device)
-    return 16.0 + torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3)
+    w = torch.tensor(Y_WEIGHTS, dtype=rgb.dtype, device=rgb.device) / _MAX_VALUE
+    return Y_OFFSET + torch.einsum("c,...chw->...hw", w, rgb).unsqueeze(-3)
 
 
 def rgb_to_y(img: Any) -> torch.Tensor | np.ndarray:
@@ -68,7 +127,6 @@ def rgb_to_y(img: Any) -> torch.Tensor | np.ndarray:
     * torch uint8 tensor ``(..., 3, H, W)`` -> float64, shape ``(..., 1, H, W)``;
     * numpy uint8 (or [0, 1] float) ``H x W x 3`` (or ``... x 3``) -> float64 numpy, shape ``H x W``.
     """
-    weights = _Y_WEIGHTS / _MAX_VALUE
     if torch.is_tensor(img):
         if img.dim() < 3 or img.shape[-3] != 3:
             raise ValueError(f"rgb_to_y expects shape (..., 3, H, W), got {tuple(img.shape)}")
@@ -77,28 +135,19 @@ def rgb_to_y(img: Any) -> torch.Tensor | np.ndarray:
     if arr.ndim < 3 or arr.shape[-1] != 3:
         raise ValueError(f"rgb_to_y expects a channels-last ... x 3 array, got shape {arr.shape}")
     rgb = arr.astype(np.float64) if arr.dtype == np.uint8 else arr.astype(np.float64) * _MAX_VALUE
-    return 16.0 + rgb @ weights
+    return Y_OFFSET + rgb @ (np.asarray(Y_WEIGHTS) / _MAX_VALUE)
 
 
 # --------------------------------------------------------------------------------------------- input handling
-def to_uint8_levels(img: Any, device: torch.device | None = None) -> torch.Tensor:
-    """Convert any accepted image (see module docstring) to a float64 ``(N, C, H, W)`` tensor of integer
-    values in [0, 255]: floats in [0, 1] are clamped and rounded half away from zero (like MATLAB's uint8 cast).
-    """
+def to_uint8_levels(img: Any, device: torch.device | str | None = None) -> torch.Tensor:
+    """Any accepted image (see the module docstring) as a float64 ``(N, C, H, W)`` tensor of uint8 levels
+    (integers in [0, 255], floats quantized by :func:`quantize_uint8`)."""
     if torch.is_tensor(img):
-        t = img
-        if t.dim() == 3:
-            t = t.unsqueeze(0)
+        t = img.unsqueeze(0) if img.dim() == 3 else img
         if t.dim() != 4:
             raise ValueError(f"expected a (N, C, H, W) or (C, H, W) tensor, got {tuple(img.shape)}")
-        if t.is_floating_point():
-            t = torch.floor(t.detach().to(torch.float64).clamp(0.0, 1.0) * _MAX_VALUE + 0.5)
-        elif t.dtype == torch.uint8:
-            t = t.to(torch.float64)
-        else:
-            raise TypeError(f"expected a float or uint8 tensor, got {t.dtype}")
+        t = quantize_uint8(t).to(torch.float64)
         return t if device is None else t.to(device)
-
     if hasattr(img, "mode") and hasattr(img, "size") and not isinstance(img, np.ndarray):  # PIL image
         img = img.convert("RGB") if img.mode not in ("RGB", "L") else img
     arr = np.asarray(img)
@@ -108,26 +157,22 @@ def to_uint8_levels(img: Any, device: torch.device | None = None) -> torch.Tenso
         arr = arr[None]
     if arr.ndim != 4:
         raise ValueError(f"expected an H x W (x C) or N x H x W x C array, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        t = torch.from_numpy(arr.astype(np.float64))  # copies (PIL arrays are read-only)
-    elif np.issubdtype(arr.dtype, np.floating):
-        t = torch.floor(torch.from_numpy(np.clip(arr.astype(np.float64), 0.0, 1.0)) * _MAX_VALUE + 0.5)
-    else:
+    if arr.dtype != np.uint8 and not np.issubdtype(arr.dtype, np.floating):
         raise TypeError(f"expected a uint8 or float array, got {arr.dtype}")
-    t = t.permute(0, 3, 1, 2)
+    # astype copies (arrays of PIL images are read-only)
+    t = torch.from_numpy(quantize_uint8(arr).astype(np.float64)).permute(0, 3, 1, 2)
     return t if device is None else t.to(device)
 
 
 def _prepare(
     sr: Any, hr: Any, scale: int, y_channel: bool, crop_border: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantize, mod-crop, border-crop and (optionally) take Y. Returns float64 (N, C, H, W) on [0, 255]."""
+    """Steps 1-4 of the protocol. Returns float64 (N, C, H, W) on [0, 255], on the device of the tensor input."""
     if int(scale) != scale or scale < 1:
         raise ValueError(f"scale must be a positive integer, got {scale}")
     scale = int(scale)
     device = sr.device if torch.is_tensor(sr) else (hr.device if torch.is_tensor(hr) else None)
     sr_t, hr_t = to_uint8_levels(sr, device), to_uint8_levels(hr, device)
-    # HR is mod-cropped; an SR image given at the full original size is cropped the same way.
     hr_t, sr_t = mod_crop(hr_t, scale), mod_crop(sr_t, scale)
     if sr_t.shape != hr_t.shape:
         raise ValueError(
@@ -148,34 +193,7 @@ def _prepare(
     return sr_t, hr_t
 
 
-# --------------------------------------------------------------------------------------------- PSNR
-def psnr_per_image(
-    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
-) -> list[float]:
-    """PSNR in dB of each image of the batch (see :func:`psnr`). Identical images give ``float('inf')``."""
-    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
-    mse = ((sr_t - hr_t) ** 2).mean(dim=(1, 2, 3))
-    values = 10.0 * torch.log10(_MAX_VALUE**2 / mse)  # mse == 0 -> +inf
-    return [float(v) for v in values.cpu()]
-
-
-def psnr(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
-    """PSNR (dB) of ``sr`` against ``hr`` with the standard SR protocol, averaged over the batch.
-
-    Args:
-        sr, hr: images as described in the module docstring (same number of images).
-        scale (`int`): SR factor; HR is mod-cropped to it and it is the default border crop.
-        y_channel (`bool`, defaults to `True`): evaluate on MATLAB's Y (BT.601), else on RGB.
-        crop_border (`int`, *optional*): pixels removed from each side; defaults to ``scale``.
-
-    Returns:
-        `float`: mean PSNR in dB; ``inf`` if any pair is identical (no cap is applied).
-    """
-    values = psnr_per_image(sr, hr, scale, y_channel, crop_border)
-    return math.fsum(values) / len(values)
-
-
-# --------------------------------------------------------------------------------------------- SSIM
+# --------------------------------------------------------------------------------------------- SSIM filter
 def _gaussian_1d() -> tuple[float, ...]:
     # fspecial('gaussian', 11, 1.5) is the outer product of this normalised 1-D kernel.
     coords = np.arange(_SSIM_WINDOW, dtype=np.float64) - (_SSIM_WINDOW - 1) / 2.0
@@ -186,12 +204,8 @@ def _gaussian_1d() -> tuple[float, ...]:
 _GAUSSIAN = _gaussian_1d()
 
 
-def _filter_valid(x: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filtering over the last two dims (== MATLAB filter2(window, x, 'valid')).
-
-    Written as 11 shifted in-place multiply-adds per axis: for float64 this is about 10x faster than
-    ``F.conv2d`` on CPU (which has no optimised float64 path) and runs unchanged on CUDA.
-    """
+def _filter_valid_shifted(x: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filtering of the last two dims as 11 shifted multiply-adds per axis."""
     taps = len(_GAUSSIAN)
     h = x.shape[-2] - taps + 1
     rows = x[..., 0:h, :] * _GAUSSIAN[0]
@@ -204,33 +218,100 @@ def _filter_valid(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def ssim_per_image(
-    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
-) -> list[float]:
-    """SSIM of each image of the batch (see :func:`ssim`)."""
-    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
-    n, c, h, w = sr_t.shape
+def _filter_valid_conv(x: torch.Tensor) -> torch.Tensor:
+    """The same filtering as two ``conv2d`` calls (column kernel, then row kernel)."""
+    g = torch.tensor(_GAUSSIAN, dtype=x.dtype, device=x.device)
+    shape = x.shape
+    flat = x.reshape(-1, 1, *shape[-2:])
+    flat = F.conv2d(F.conv2d(flat, g.view(1, 1, -1, 1)), g.view(1, 1, 1, -1))
+    return flat.reshape(*shape[:-2], *flat.shape[-2:])
+
+
+def _filter_valid(x: torch.Tensor) -> torch.Tensor:
+    """MATLAB ``filter2(fspecial('gaussian', 11, 1.5), x, 'valid')`` over the last two dims."""
+    return _filter_valid_shifted(x) if x.device.type == "cpu" else _filter_valid_conv(x)
+
+
+def _ssim_levels(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of float64 (N, C, H, W) tensors on [0, 255] (mean of the map over all channels)."""
+    n, c, h, w = x.shape
     if min(h, w) < _SSIM_WINDOW:
         raise ValueError(
             f"SSIM needs images of at least {_SSIM_WINDOW}x{_SSIM_WINDOW} after cropping, got {h}x{w}"
         )
-    # Filter all five statistics of all channels in one batched call.
-    x, y = sr_t.reshape(n * c, h, w), hr_t.reshape(n * c, h, w)
-    stats = _filter_valid(torch.stack([x, y, x * x, y * y, x * y])).unbind(0)
-    mu_x, mu_y, xx, yy, xy = stats
+    x, y = x.reshape(n * c, h, w), y.reshape(n * c, h, w)
+    # All five statistics of all channels in one batched filtering.
+    mu_x, mu_y, xx, yy, xy = _filter_valid(torch.stack([x, y, x * x, y * y, x * y])).unbind(0)
     mu_x2, mu_y2, mu_xy = mu_x * mu_x, mu_y * mu_y, mu_x * mu_y
     sigma_x2, sigma_y2, sigma_xy = xx - mu_x2, yy - mu_y2, xy - mu_xy
     c1, c2 = (_SSIM_K1 * _MAX_VALUE) ** 2, (_SSIM_K2 * _MAX_VALUE) ** 2
     ssim_map = ((2 * mu_xy + c1) * (2 * sigma_xy + c2)) / ((mu_x2 + mu_y2 + c1) * (sigma_x2 + sigma_y2 + c2))
-    values = ssim_map.reshape(n, -1).mean(dim=1)  # channel mean for RGB == mean over all channel maps
-    return [float(v) for v in values.cpu()]
+    return ssim_map.reshape(n, -1).mean(dim=1)  # channel mean for RGB == mean over all channel maps
+
+
+# --------------------------------------------------------------------------------------------- the metrics
+class PSNRSSIM(NamedTuple):
+    """Per-image scores: float64 tensors of shape (N,) on the images' device (`float()` of a one-image one)."""
+
+    psnr: torch.Tensor
+    ssim: torch.Tensor | None
+
+
+def psnr_ssim(
+    sr: Any,
+    hr: Any,
+    scale: int,
+    *,
+    y_channel: bool = True,
+    crop_border: int | None = None,
+    with_ssim: bool = True,
+) -> PSNRSSIM:
+    """PSNR (dB) and SSIM of each image of ``sr`` against ``hr`` under the standard SR protocol, in one call.
+
+    Args:
+        sr, hr: images as described in the module docstring (same number of images). Floats are quantized
+            with :func:`quantize_uint8`; ``hr`` is mod-cropped to ``scale``.
+        scale (`int`): SR factor; HR is mod-cropped to it and it is the default border crop.
+        y_channel (`bool`, defaults to `True`): evaluate on MATLAB's Y (BT.601 studio swing), else on RGB.
+        crop_border (`int`, *optional*): pixels removed from each side; defaults to ``scale``.
+        with_ssim (`bool`, defaults to `True`): also compute SSIM (the expensive part); else ``ssim`` is None.
+
+    Returns:
+        `PSNRSSIM(psnr, ssim)`: float64 tensors of shape (N,). Identical images give PSNR ``inf`` (no cap).
+    """
+    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
+    mse = ((sr_t - hr_t) ** 2).mean(dim=(1, 2, 3))
+    psnr_values = 10.0 * torch.log10(_MAX_VALUE**2 / mse)  # mse == 0 -> +inf
+    return PSNRSSIM(psnr_values, _ssim_levels(sr_t, hr_t) if with_ssim else None)
+
+
+def _mean(values: torch.Tensor) -> float:
+    return math.fsum(float(v) for v in values.cpu()) / len(values)
+
+
+def psnr_per_image(
+    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
+) -> list[float]:
+    """PSNR in dB of each image of the batch (see :func:`psnr_ssim`)."""
+    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border, with_ssim=False)
+    return [float(v) for v in scores.psnr.cpu()]
+
+
+def psnr(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
+    """Mean PSNR (dB) over the batch (see :func:`psnr_ssim`); ``inf`` if any pair is identical."""
+    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border, with_ssim=False)
+    return _mean(scores.psnr)
+
+
+def ssim_per_image(
+    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
+) -> list[float]:
+    """SSIM of each image of the batch (see :func:`psnr_ssim`)."""
+    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
+    return [float(v) for v in _ssim_levels(sr_t, hr_t).cpu()]
 
 
 def ssim(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
-    """SSIM (Wang et al. 2004) of ``sr`` against ``hr`` with the standard SR protocol, averaged over the batch.
-
-    Same arguments and preprocessing as :func:`psnr`. 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
-    L = 255, 'valid' filtering; on RGB the per-channel SSIMs are averaged.
-    """
-    values = ssim_per_image(sr, hr, scale, y_channel, crop_border)
-    return math.fsum(values) / len(values)
+    """Mean SSIM (Wang et al. 2004) over the batch (see :func:`psnr_ssim`)."""
+    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
+    return _mean(_ssim_levels(sr_t, hr_t))

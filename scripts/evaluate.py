@@ -4,37 +4,35 @@
     python scripts/evaluate.py --model bicubic-only --scale 2          # bicubic + OpenCV peers only
     python scripts/evaluate.py --model a/ --model b/ --scale 4 --sets Set5 Set14 --peers opencv-espcn
 
-Writes, per model (or `peers` without a model), `<out>/eval_<name>_x<scale>.json` (schema below), the markdown
-table beside it (`.md`) and a comparison picture (`.png`: one crop per set of HR / bicubic / model / OpenCV
-ESPCN). JSON: {"model", "name", "scale", "command", "results": {set: {method: {"psnr_y", "ssim_y", "psnr_rgb",
-["ssim_rgb" with --rgb-ssim,] "num_images", "seconds"}}}, "methods", "seconds", "environment"}.
+Writes, per model (or `peers` without a model), `<out>/eval_<name>_x<scale>.json` (an `espcn_hf.evaluation.
+EvalReport`), its markdown table beside it (`.md`) and a comparison picture (`.png`: one crop per set of HR /
+bicubic / model / OpenCV ESPCN), each file atomically. The loop and the metrics are `espcn_hf.evaluation.evaluate`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import platform
 import shlex
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from espcn_hf.data import BENCHMARK_SETS, default_data_dir, load_benchmark
-from espcn_hf.evaluation import (
-    OPENCV_PEERS,
-    bicubic_upscaler,
-    evaluate_model,
-    format_table,
-    opencv_upscaler,
-)
+from espcn_hf.data import BENCHMARK_SETS, load_benchmark
+from espcn_hf.evaluation import OPENCV_PEERS, bicubic_upscaler, evaluate, opencv_upscaler
+from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import load_model
+from espcn_hf.visualization import save_evaluation_picture
 
 NO_MODEL = "bicubic-only"
 CROP = 96  # HR pixels of the comparison crops
+# The read-only data beside the checkout (or $ESPCN_HF_DATA_DIR): benchmarks/<Set>/ and peers/.
+DATA_DIR = Path(
+    os.environ.get("ESPCN_HF_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 def model_name(model: str) -> str:
@@ -42,50 +40,38 @@ def model_name(model: str) -> str:
     return Path(model.rstrip("/")).name
 
 
-def pick_crop(hr: np.ndarray, size: int) -> tuple[int, int]:
-    """Top-left of the `size` x `size` block with the most detail (largest gradient energy)."""
-    gray = hr.astype(np.float32).mean(axis=2)
-    energy = np.abs(np.diff(gray, axis=0))[:, :-1] + np.abs(np.diff(gray, axis=1))[:-1, :]
-    h, w = energy.shape
-    step = max(size // 2, 1)
-    best, where = -1.0, (0, 0)
-    for y in range(0, max(h - size, 0) + 1, step):
-        for x in range(0, max(w - size, 0) + 1, step):
-            value = float(energy[y : y + size, x : x + size].sum())
-            if value > best:
-                best, where = value, (y, x)
-    return where
+def tile_size(value: str) -> int | str | None:
+    # TODO(H3b): use espcn_hf.inference.parse_tile_size once it lands (one parser for the CLI and scripts).
+    if value == "auto":
+        return "auto"
+    if value in ("none", "0"):
+        return None
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or a positive integer, got {value!r}"
+        ) from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a positive integer, got {value!r}")
+    return size
 
 
-def save_picture(
-    path: Path, panels: dict[str, dict[str, np.ndarray]], scores: dict, row_labels: dict, title: str
-) -> None:
-    """Rows = sets (one image each), columns = HR and the methods; each cell a labelled crop."""
-    import matplotlib
+def environment(device: str) -> dict:
+    env = {
+        "torch": torch.__version__,
+        "device": device,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    try:
+        import cv2
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(panels)
-    columns = list(next(iter(panels.values())))
-    fig, axes = plt.subplots(
-        len(rows), len(columns), figsize=(2.4 * len(columns), 2.6 * len(rows)), squeeze=False
-    )
-    for i, set_name in enumerate(rows):
-        for j, method in enumerate(columns):
-            ax = axes[i][j]
-            ax.imshow(panels[set_name][method], interpolation="nearest")
-            score = scores.get(set_name, {}).get(method)
-            label = method if score is None else f"{method}\n{score:.2f} dB"
-            ax.set_title(label, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_ylabel(row_labels.get(set_name, set_name), fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        env["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,12 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         "--peers", nargs="*", default=["opencv-espcn", "opencv-fsrcnn"], help=f"any of {list(OPENCV_PEERS)}"
     )
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="benchmark root (default: <data>/benchmarks)"
+        "--data-dir", type=Path, default=None, help=f"benchmark root (default: {DATA_DIR}/benchmarks)"
     )
-    parser.add_argument("--peers-dir", type=Path, default=None, help="OpenCV models (default: <data>/peers)")
+    parser.add_argument(
+        "--peers-dir", type=Path, default=None, help=f"OpenCV models (default: {DATA_DIR}/peers)"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile-size", default="auto", help="'auto', 'none' or LR pixels")
+    parser.add_argument("--tile-size", type=tile_size, default="auto", help="'auto', 'none' or LR pixels")
     parser.add_argument("--no-picture", action="store_true", help="skip the comparison PNG")
     parser.add_argument(
         "--threads",
@@ -117,12 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rgb-ssim", action="store_true", help="also SSIM over RGB (3x the SSIM time)")
     args = parser.parse_args(argv)
     command = shlex.join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)])
-    tile = (
-        None
-        if args.tile_size == "none"
-        else (args.tile_size if args.tile_size == "auto" else int(args.tile_size))
-    )
     scale = args.scale
+    data_dir = args.data_dir or DATA_DIR / "benchmarks"
+    peers_dir = args.peers_dir or DATA_DIR / "peers"
     start_all = time.perf_counter()
     if args.threads:
         import cv2
@@ -132,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # Methods: bicubic, the OpenCV peers, then each model.
     methods: dict[str, object] = {"bicubic": bicubic_upscaler(scale)}
-    peers_dir = args.peers_dir or default_data_dir() / "peers"
     for peer in args.peers:
         if peer not in OPENCV_PEERS:
             parser.error(f"--peers: unknown {peer!r}; choose from {list(OPENCV_PEERS)}")
@@ -149,92 +133,53 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{model} is a x{loaded.config.upscale_factor} model, --scale is {scale}")
         methods[model_name(model)] = loaded
 
-    results: dict[str, dict[str, dict]] = {}
-    panels: dict[str, dict[str, np.ndarray]] = {}
-    scores: dict[str, dict[str, float]] = {}
-    row_labels: dict[str, str] = {}
+    sets, shown, hr_images = {}, {}, {}
     for set_name in args.sets:
-        dataset = load_benchmark(set_name, root=args.data_dir, scale=scale)
+        dataset = load_benchmark(set_name, root=data_dir, scale=scale)
         if len(dataset) == 0:
             print(f"note: {set_name} has no usable images, skipped", file=sys.stderr)
             continue
-        shown = dataset.names[0]
-        results[set_name] = {}
-        outputs: dict[str, np.ndarray] = {}
-        for method, upscaler in methods.items():
-            result = evaluate_model(
-                upscaler, dataset, scale, tile_size=tile, keep_outputs=[shown], rgb_ssim=args.rgb_ssim
-            )
-            outputs[method] = result.pop("outputs")[shown]
-            scores.setdefault(set_name, {})[method] = result.pop("per_image")[shown]["psnr_y"]
-            results[set_name][method] = result
-            print(
-                f"{set_name:9s} {method:22s} PSNR_Y {result['psnr_y']:6.2f}  SSIM_Y {result['ssim_y']:.4f}  "
-                f"({result['seconds']:.1f} s)",
-                flush=True,
-            )
-        # Comparison crops: HR, bicubic, the models, OpenCV ESPCN.
-        hr = dataset.hr[0]
-        y, x = pick_crop(hr, CROP)
-        picture_methods = ["bicubic", *(model_name(m) for m in models)]
-        if "opencv-espcn" in outputs:
-            picture_methods.append("opencv-espcn")
-        panels[set_name] = {"HR": hr[y : y + CROP, x : x + CROP]}
-        row_labels[set_name] = f"{set_name}: {shown}"
-        for method in picture_methods:
-            panels[set_name][method] = outputs[method][y : y + CROP, x : x + CROP]
-    seconds = time.perf_counter() - start_all
+        sets[set_name], shown[set_name], hr_images[set_name] = dataset, dataset.names[0], dataset.hr[0]
+
+    def report_line(set_name, method, scores):
+        print(
+            f"{set_name:9s} {method:22s} PSNR_Y {scores.psnr_y:6.2f}  SSIM_Y {scores.ssim_y:.4f}  "
+            f"({scores.seconds:.1f} s)",
+            flush=True,
+        )
+
+    report = evaluate(
+        methods,
+        sets,
+        scale,
+        tile_size=args.tile_size,
+        rgb_ssim=args.rgb_ssim,
+        keep_outputs={s: [name] for s, name in shown.items()},
+        on_result=report_line,
+    )
+    report.command = command
+    report.seconds = round(time.perf_counter() - start_all, 2)
+    report.environment = environment(args.device)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    environment = {
-        "torch": torch.__version__,
-        "device": args.device,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_threads": torch.get_num_threads(),
-    }
-    try:
-        import cv2
-
-        environment["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    common = ["bicubic", *(p for p in methods if p in OPENCV_PEERS)]
-    targets = [(m, model_name(m)) for m in models] or [(NO_MODEL, "peers")]
+    baselines = [m for m in methods if m == "bicubic" or m in OPENCV_PEERS]
+    targets = [(m, model_name(m)) for m in models] or [(None, "peers")]
     for model, name in targets:
-        keep = common + ([name] if model != NO_MODEL else [])
-        payload = {
-            "model": model,
-            "name": name,
-            "scale": scale,
-            "command": command,
-            "results": {s: {m: r[m] for m in keep} for s, r in results.items()},
-            "methods": keep,
-            "seconds": round(seconds, 2),
-            "environment": environment,
-        }
+        keep = baselines + ([name] if model is not None else [])
+        one = report.select(keep, name=name, model=model or NO_MODEL)
         stem = args.out / f"eval_{name}_x{scale}"
-        stem.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-        table = format_table(payload["results"], keep, scale)
-        stem.with_suffix(".md").write_text(
-            f"# Evaluation: {name}, x{scale}\n\n{table}\nCommand: `{command}`\n\n"
-            f"Total time {seconds:.1f} s on {args.device} (torch {torch.__version__}).\n"
-        )
-        if panels and not args.no_picture:
-            keep_panels = {
-                s: {k: v for k, v in p.items() if k == "HR" or k in keep} for s, p in panels.items()
-            }
-            save_picture(
-                stem.with_suffix(".png"),
-                keep_panels,
-                scores,
-                row_labels,
-                f"{name}, x{scale} (PSNR_Y of the whole image shown)",
+        one.to_json(stem.with_suffix(".json"))
+        atomic_write_text(stem.with_suffix(".md"), one.to_markdown())
+        if sets and not args.no_picture:
+            picture_methods = ["bicubic", *([name] if model is not None else [])]
+            picture_methods += [m for m in ("opencv-espcn",) if m in keep]
+            save_evaluation_picture(
+                stem.with_suffix(".png"), one, hr_images, shown, picture_methods, crop=CROP
             )
         print(f"wrote {stem}.json / .md" + ("" if args.no_picture else " / .png"))
     print()
-    print(format_table(results, list(methods), scale))
-    print(f"total {seconds:.1f} s")
+    print(report.to_markdown(full=False))
+    print(f"total {report.seconds:.1f} s")
     return 0
 
 

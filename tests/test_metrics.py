@@ -13,10 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
+from espcn_hf import metrics
 from espcn_hf.degradation import bicubic_degrade, imresize, mod_crop, quantize
 from espcn_hf.metrics import (
+    Y_WEIGHTS,
     psnr,
     psnr_per_image,
+    psnr_ssim,
+    quantize_uint8,
     rgb_to_y,
     rgb_to_ycbcr,
     ssim,
@@ -76,7 +80,64 @@ def test_set5_bicubic_matches_published_numbers(set5_hr, scale):
     assert abs(mean_ssim - want_ssim) < SSIM_TOLERANCE, f"x{scale}: SSIM_Y {mean_ssim:.4f} vs {want_ssim}"
 
 
+# --------------------------------------------------------------------------------------------- rounding
+def test_quantize_uint8_rounds_half_away_from_zero_like_matlab():
+    # torch.round and numpy.round round half to even (2.5 -> 2); MATLAB's uint8() and the SR papers give 3.
+    halves = torch.tensor([0.5, 1.5, 2.5, 127.5, 254.5], dtype=torch.float64) / 255
+    assert quantize_uint8(halves).tolist() == [1, 2, 3, 128, 255]
+    assert quantize_uint8(halves.numpy()).tolist() == [1, 2, 3, 128, 255]
+    # Clamped to [0, 1]; NaN becomes 0.
+    wild = torch.tensor([-3.0, 1.7, float("nan"), 1.0, 0.0])
+    assert quantize_uint8(wild).tolist() == [0, 255, 0, 255, 0]
+
+
+def test_quantize_uint8_kinds_shapes_and_no_mutation():
+    x = torch.rand(2, 3, 5, 4, dtype=torch.float64)
+    before = x.clone()
+    out = quantize_uint8(x)
+    assert out.dtype == torch.uint8 and out.shape == x.shape
+    assert torch.equal(x, before), "the caller's float64 tensor must not be modified"
+    arr = np.random.default_rng(0).random((5, 4, 3)).astype(np.float32)
+    out_np = quantize_uint8(arr)
+    assert isinstance(out_np, np.ndarray) and out_np.dtype == np.uint8 and out_np.shape == arr.shape
+    np.testing.assert_array_equal(out_np, quantize_uint8(torch.from_numpy(arr)).numpy())
+    u8 = np.arange(256, dtype=np.uint8)
+    assert quantize_uint8(u8) is u8
+    with pytest.raises(TypeError):
+        quantize_uint8(np.arange(4))
+    with pytest.raises(TypeError):
+        quantize_uint8(torch.arange(4))
+
+
+def test_quantize_uint8_is_exact_for_float32_next_to_a_half():
+    """float32 values just below (k + 0.5) / 255 must round down: float32 arithmetic (x * 255 in float32) rounds
+    some of them up to k + 0.5 and then to k + 1; the rule is exact because it works in float64."""
+    from fractions import Fraction
+
+    values = []
+    for k in range(0, 255, 7):
+        centre = np.float32((k + 0.5) / 255)
+        values += [np.nextafter(centre, np.float32(0)), centre, np.nextafter(centre, np.float32(1))]
+    x = np.array(values, dtype=np.float32)
+    expected = [int(Fraction(float(v)) * 255 + Fraction(1, 2)) for v in x]  # floor(x * 255 + 1/2), exactly
+    assert quantize_uint8(torch.from_numpy(x)).tolist() == expected
+    assert quantize_uint8(x).tolist() == expected
+
+
+def test_quantize_of_degradation_uses_the_same_rule():
+    x = torch.rand(3, 17, 13)
+    torch.testing.assert_close(quantize(x) * 255, quantize_uint8(x).float(), rtol=0, atol=1e-4)
+    assert quantize(x.double()).dtype == torch.float64
+
+
 # --------------------------------------------------------------------------------------------- colour
+def test_y_weights_are_the_models_colour_conversion():
+    """The metric's Y (MATLAB rgb2ycbcr) and the model's Y-channel mode must use the same constants."""
+    eye = torch.eye(3, dtype=torch.float64).view(3, 3, 1, 1)  # pure R, G, B
+    y = (rgb_to_ycbcr(eye)[:, 0, 0, 0] * 255 - 16).tolist()
+    assert y == pytest.approx(list(Y_WEIGHTS), abs=1e-9)
+
+
 def test_y_of_white_and_black():
     white, black = torch.ones(1, 3, 2, 2), torch.zeros(1, 3, 2, 2)
     torch.testing.assert_close(rgb_to_y(white), torch.full((1, 1, 2, 2), 235.0), rtol=0, atol=1e-4)
@@ -205,6 +266,28 @@ def test_ssim_matches_dense_reference():
 def test_ssim_too_small_raises():
     with pytest.raises(ValueError):
         ssim(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12), scale=2)
+
+
+def test_psnr_ssim_one_call_equals_the_separate_metrics():
+    rng = np.random.default_rng(5)
+    a = rng.integers(0, 256, size=(3, 30, 33, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-30, 31, size=a.shape), 0, 255).astype(np.uint8)
+    scores = psnr_ssim(a, b, scale=3)
+    assert scores.psnr.dtype == torch.float64 and scores.psnr.shape == (3,) and scores.ssim.shape == (3,)
+    assert scores.psnr.tolist() == pytest.approx(psnr_per_image(a, b, scale=3), abs=1e-12)
+    assert scores.ssim.tolist() == pytest.approx(ssim_per_image(a, b, scale=3), abs=1e-12)
+    rgb = psnr_ssim(a, b, scale=3, y_channel=False, with_ssim=False)
+    assert rgb.ssim is None
+    assert rgb.psnr.tolist() == pytest.approx(psnr_per_image(a, b, scale=3, y_channel=False), abs=1e-12)
+    assert float(psnr_ssim(a[0], b[0], scale=3).psnr) == pytest.approx(scores.psnr[0].item())
+
+
+def test_ssim_conv_filter_equals_shifted_filter():
+    """The conv2d path (used off the CPU) and the shifted-add path (CPU) are the same filter."""
+    x = torch.rand(5, 2, 29, 31, dtype=torch.float64) * 255
+    torch.testing.assert_close(
+        metrics._filter_valid_conv(x), metrics._filter_valid_shifted(x), rtol=0, atol=1e-10
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
