@@ -7,8 +7,9 @@ pipeline task.
 from .configuration_espcn import PRESETS, ESPCNConfig
 from .image_io import ImageLoadError, load_image
 from .image_processing_espcn import ESPCNImageProcessor
-from .inference import load_model, upscale
-from .modeling_espcn import ESPCNForImageSuperResolution, ESPCNPreTrainedModel
+from .inference import upscale
+from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution, ESPCNPreTrainedModel
+from .pretrained import load_model, resolve_model
 from .registration import register
 
 __version__ = "0.1.0"
@@ -17,6 +18,7 @@ register()
 
 __all__ = [
     "PRESETS",
+    "CheckpointError",
     "ESPCNConfig",
     "ESPCNForImageSuperResolution",
     "ESPCNImageProcessor",
@@ -25,5 +27,6 @@ __all__ = [
     "load_image",
     "load_model",
     "register",
+    "resolve_model",
     "upscale",
 ]

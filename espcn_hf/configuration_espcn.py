@@ -6,7 +6,7 @@ This file is self-contained (it imports only `transformers`) because it is copie
 
 from __future__ import annotations
 
-from transformers import PretrainedConfig
+from transformers import PreTrainedConfig
 
 # Architectures as data: each preset is a set of ESPCNConfig keyword arguments.
 #  - "espcn": the seven-layer network of this package: six convolutions 64@5x5, 64@3x3, 32@3x3, 32@3x3, 32@3x3,
@@ -29,7 +29,6 @@ PRESETS: dict[str, dict] = {
 }
 
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "prelu", "gelu", "silu", "identity")
-LOSSES = ("mse", "l1", "charbonnier")
 PADDING_MODES = ("zeros", "reflect", "replicate")
 UPSCALE_FACTORS_TRAINED = (2, 3, 4)
 MAX_UPSCALE_FACTOR = 8
@@ -39,7 +38,7 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-class ESPCNConfig(PretrainedConfig):
+class ESPCNConfig(PreTrainedConfig):
     r"""
     Configuration of an [`ESPCNForImageSuperResolution`] model: the ESPCN network of "Real-Time Single Image and
     Video Super-Resolution Using an Efficient Sub-Pixel Convolutional Neural Network" (Shi et al., CVPR 2016).
@@ -64,8 +63,6 @@ class ESPCNConfig(PretrainedConfig):
             `gelu`, `silu`, `identity`.
         padding_mode (`str`, *optional*, defaults to `"zeros"`):
             Padding of every convolution ("same" size): `zeros`, `reflect` or `replicate`.
-        loss (`str`, *optional*, defaults to `"mse"`):
-            Training loss computed by `forward` when `labels` are given: `mse`, `l1` or `charbonnier`.
         initializer_range (`float`, *optional*, defaults to 0.0):
             Standard deviation of the normal init of the convolution weights; 0 selects Kaiming (He) normal init
             for ReLU-like activations and Xavier normal init for `tanh`/`identity`.
@@ -84,6 +81,11 @@ class ESPCNConfig(PretrainedConfig):
     """
 
     model_type = "espcn"
+    # A saved folder's config.json lists `custom_pipelines` so that transformers finds the pipeline code where it
+    # does not know the "image-super-resolution" task. Where `espcn_hf` is installed, `espcn_hf.register()`
+    # registers that task and sets this flag on the installed class, which then ignores the entry: there
+    # `pipeline("image-super-resolution", model=...)` needs no `trust_remote_code`.
+    _pipeline_task_registered = False
 
     def __init__(
         self,
@@ -93,7 +95,6 @@ class ESPCNConfig(PretrainedConfig):
         kernel_sizes: list[int] | tuple[int, ...] = (5, 3, 3, 3, 3, 3),
         activation: str = "relu",
         padding_mode: str = "zeros",
-        loss: str = "mse",
         initializer_range: float = 0.0,
         preset: str | None = None,
         **kwargs,
@@ -106,10 +107,14 @@ class ESPCNConfig(PretrainedConfig):
         self.kernel_sizes = list(kernel_sizes) if isinstance(kernel_sizes, (list, tuple)) else kernel_sizes
         self.activation = activation
         self.padding_mode = padding_mode
-        self.loss = loss
         self.initializer_range = initializer_range
         self.preset = preset
         self.validate_espcn()
+        # The training loss is a setting of the trainer, not of the model; config.json files written before it
+        # moved out may still hold one, and it is dropped here (re-saving removes it).
+        kwargs.pop("loss", None)
+        if self._pipeline_task_registered:
+            kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
 
     def validate_espcn(self) -> None:
@@ -136,8 +141,6 @@ class ESPCNConfig(PretrainedConfig):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
             raise ValueError(f"initializer_range must be a float >= 0, got {self.initializer_range!r}")
 

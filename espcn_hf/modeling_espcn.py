@@ -6,13 +6,20 @@ into Hub repositories for `trust_remote_code=True` loading.
 
 from __future__ import annotations
 
+import copy
 import math
+import os
+import shutil
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from torch import nn
 from transformers import PreTrainedModel
+from transformers.dynamic_module_utils import get_relative_import_files
 from transformers.modeling_outputs import ImageSuperResolutionOutput
+from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME, cached_file
 
 from .configuration_espcn import ESPCNConfig
 
@@ -50,20 +57,42 @@ def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:
     return _color_transform(ycbcr - offset, _YCBCR_TO_RGB)
 
 
+# Every name in configuration_espcn.ACTIVATIONS, and only those (a test keeps the two in step).
+ACTIVATION_LAYERS = {
+    "relu": lambda channels: nn.ReLU(inplace=True),
+    "tanh": lambda channels: nn.Tanh(),
+    "leaky_relu": lambda channels: nn.LeakyReLU(0.2, inplace=True),
+    "prelu": lambda channels: nn.PReLU(channels),
+    "gelu": lambda channels: nn.GELU(),
+    "silu": lambda channels: nn.SiLU(inplace=True),
+    "identity": lambda channels: nn.Identity(),
+}
+
+# The custom pipeline a saved folder carries (config.json `custom_pipelines`), in the format transformers'
+# `Pipeline.save_pretrained` writes: `pipeline("image-super-resolution", model=FOLDER, trust_remote_code=True)` then
+# loads `pipeline_espcn.py` from the folder where transformers does not know the task.
+PIPELINE_TASK = "image-super-resolution"
+CUSTOM_PIPELINES = {
+    PIPELINE_TASK: {
+        "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
+        "pt": ["AutoModelForImageToImage"],
+        "type": "image",
+    }
+}
+PIPELINE_CODE_FILE = "pipeline_espcn.py"
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors dtype names of floating-point tensors
+
+
+class CheckpointError(ValueError):
+    """A model checkpoint is missing, unreadable, or does not fit its config."""
+
+
 def _activation(name: str, num_channels: int) -> nn.Module:
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "tanh":
-        return nn.Tanh()
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.2, inplace=True)
-    if name == "prelu":
-        return nn.PReLU(num_channels)
-    if name == "gelu":
-        return nn.GELU()
-    if name == "silu":
-        return nn.SiLU(inplace=True)
-    return nn.Identity()
+    try:
+        factory = ACTIVATION_LAYERS[name]
+    except KeyError:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATION_LAYERS)}, got {name!r}") from None
+    return factory(num_channels)
 
 
 class ESPCNPreTrainedModel(PreTrainedModel):
@@ -90,23 +119,79 @@ class ESPCNPreTrainedModel(PreTrainedModel):
             nn.init.constant_(module.weight, 0.25)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, but a checkpoint that does not fit its config is an error.
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, strict: a checkpoint that cannot serve as this model raises
+        `CheckpointError` naming it and the cause.
 
-        transformers only warns about missing or unexpected weights and initialises the missing ones at random;
-        an SR model with a random layer silently produces garbage, so here it raises `ValueError` instead.
+        transformers only warns about missing or unexpected weights and initialises the missing ones at random,
+        and casts integer weights to float; an SR model with such weights silently produces garbage. Here these
+        are errors, as are non-finite weights and corrupt files. A Hub repo that cannot be reached (and is not in
+        the local cache) stays an `OSError`, as in transformers.
         """
+        name = str(pretrained_model_name_or_path)
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        local = os.path.isdir(name)
+        if local and not os.path.isfile(os.path.join(name, "config.json")):
+            raise CheckpointError(
+                f"{name}: no config.json there; expected a folder written by save_pretrained"
+            )
+        if local and not any(
+            os.path.isfile(os.path.join(name, kwargs.get("subfolder", ""), f))
+            for f in (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME)
+        ):
+            raise CheckpointError(f"{name}: no model.safetensors there (only safetensors weights are loaded)")
+        kwargs.setdefault("use_safetensors", True)  # never unpickle a .bin
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs
+            )
+        except CheckpointError:
+            raise
+        except OSError as error:
+            if not local:
+                raise  # the Hub cannot be reached, or no such repo: transformers' own message
+            raise CheckpointError(f"{name}: cannot load the model ({error})") from error
+        except Exception as error:  # safetensors raises its own SafetensorError for corrupt files
+            raise CheckpointError(f"{name}: the checkpoint is corrupt or invalid ({error})") from error
         problems = {
             k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
         }
         if problems:
             details = "; ".join(f"{k}: {sorted(map(str, v))[:6]}" for k, v in problems.items())
-            raise ValueError(
-                f"The checkpoint's weights do not match its config ({model.config.to_diff_dict()}): {details}"
+            raise CheckpointError(
+                f"{name}: the checkpoint's weights do not match its config ({model.config.to_diff_dict()}): {details}"
             )
+        cls._check_weights(model, name, pretrained_model_name_or_path, kwargs)
         return (model, info) if want_info else model
+
+    @staticmethod
+    def _check_weights(model, name: str, source, kwargs: dict) -> None:
+        """Refuse non-floating-point tensors in the file (transformers casts them silently) and non-finite values."""
+        hub_kwargs = {
+            k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs
+        }
+        path = cached_file(
+            source,
+            SAFE_WEIGHTS_NAME,
+            subfolder=kwargs.get("subfolder", ""),
+            _raise_exceptions_for_missing_entries=False,
+            **hub_kwargs,
+        )
+        if path is not None:
+            with safe_open(path, framework="pt") as weights:
+                for key in weights.keys():  # noqa: SIM118 (safe_open is not a dict)
+                    dtype = weights.get_slice(key).get_dtype()
+                    if dtype not in _FLOAT_DTYPES:
+                        raise CheckpointError(
+                            f"{name}: weight {key} is stored as {dtype}; ESPCN weights are floating point"
+                        )
+        for key, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                raise CheckpointError(
+                    f"{name}: weight {key} is {tensor.dtype}; ESPCN weights are floating point"
+                )
+            if not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{name}: weight {key} holds NaN or infinite values")
 
 
 class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
@@ -136,14 +221,34 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         self.pixel_shuffle = nn.PixelShuffle(r)
         self.post_init()
 
-    def save_pretrained(self, *args, **kwargs):
-        # A class has one `_auto_class`; list the model under AutoModel too, so both Auto classes resolve it
-        # from a Hub repo with trust_remote_code=True.
-        if self._auto_class is not None:
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}")
-            self.config.auto_map = auto_map
-        return super().save_pretrained(*args, **kwargs)
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; a folder saved with the code files (after `register_for_auto_class`,
+        which `espcn_hf` does) also gets the pipeline code and `custom_pipelines`, so that `AutoModel`,
+        `AutoModelForImageToImage` and `pipeline(..., trust_remote_code=True)` load it without `espcn_hf`."""
+        if self._auto_class is None:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        # A class has one `_auto_class`; list the model under AutoModel too, so both Auto classes resolve it.
+        auto_map = dict(getattr(self.config, "auto_map", None) or {})
+        auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}")
+        self.config.auto_map = auto_map
+        pipeline_code = Path(__file__).with_name(
+            PIPELINE_CODE_FILE
+        )  # beside this file, in the package or a repo
+        had = self.config.__dict__.get("custom_pipelines")
+        if pipeline_code.is_file():
+            self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
+        try:
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            if had is None:
+                self.config.__dict__.pop("custom_pipelines", None)
+            else:
+                self.config.custom_pipelines = had
+        if pipeline_code.is_file() and kwargs.get("is_main_process", True):
+            # The pipeline module and the flat files it imports (the image processor's, too).
+            for code in (pipeline_code, *map(Path, get_relative_import_files(pipeline_code))):
+                shutil.copyfile(code, Path(save_directory) / code.name)
+        return result
 
     def _upscale(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # The convolutions run in the weights' dtype (a bf16 model takes fp32 images); colour math stays fp32.
@@ -160,8 +265,9 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         pixel_values (`torch.Tensor` of shape `(batch_size, num_channels, height, width)`):
             Low-resolution images in [0, 1]; for a Y-channel model either Y (1 channel) or RGB (3 channels).
         labels (`torch.Tensor` of shape `(batch_size, num_channels, r * height, r * width)`, *optional*):
-            High-resolution targets in [0, 1]. When given, `loss` is `config.loss` between them and the output.
-            For a Y-channel model given RGB labels, the loss is computed on their Y channel.
+            High-resolution targets in [0, 1]. When given, `loss` is the mean squared error between them and the
+            output (the paper's loss; training scripts may compute their own from `reconstruction`). For a
+            Y-channel model given RGB labels, it is computed on their Y channel.
         """
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.ndim != 4:
             shape = (
@@ -198,18 +304,11 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
             if c == 1 and channels == 3:  # train a Y model on RGB pairs: compare Y only
                 prediction = y
                 labels = rgb_to_ycbcr(labels)[:, :1]
-            loss = self.loss_fn(prediction, labels.to(prediction.dtype))
+            loss = F.mse_loss(prediction, labels.to(prediction.dtype))
 
         if return_dict is False:
             return (loss, reconstruction) if loss is not None else (reconstruction,)
         return ImageSuperResolutionOutput(loss=loss, reconstruction=reconstruction)
-
-    def loss_fn(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if self.config.loss == "l1":
-            return F.l1_loss(prediction, target)
-        if self.config.loss == "charbonnier":
-            return torch.sqrt((prediction - target) ** 2 + 1e-6).mean()
-        return F.mse_loss(prediction, target)
 
     def num_macs_per_pixel(self) -> int:
         """Multiply-accumulates per low-resolution pixel of the convolutions (for GFLOP/s reporting)."""
@@ -220,4 +319,10 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         )
 
 
-__all__ = ["ESPCNPreTrainedModel", "ESPCNForImageSuperResolution", "rgb_to_ycbcr", "ycbcr_to_rgb"]
+__all__ = [
+    "CheckpointError",
+    "ESPCNPreTrainedModel",
+    "ESPCNForImageSuperResolution",
+    "rgb_to_ycbcr",
+    "ycbcr_to_rgb",
+]

@@ -12,7 +12,7 @@ def test_defaults_are_the_seven_layer_network():
     assert config.hidden_channels == [64, 64, 32, 32, 32]
     assert config.kernel_sizes == [5, 3, 3, 3, 3, 3]
     assert config.activation == "relu"
-    assert config.loss == "mse"
+    assert not hasattr(config, "loss")  # a training setting: the trainer's, not the model's
     assert config.receptive_field_radius == 7
     assert config.color_mode == "rgb"
 
@@ -48,7 +48,6 @@ def test_presets_round_trip_through_json(tmp_path, name):
         ({"kernel_sizes": [5, 3, 3]}, "kernel_sizes"),
         ({"activation": "swishy"}, "activation"),
         ({"padding_mode": "circular"}, "padding_mode"),
-        ({"loss": "ssim"}, "loss"),
         ({"initializer_range": -1.0}, "initializer_range"),
     ],
 )
@@ -69,3 +68,20 @@ def test_bad_value_in_a_saved_config_fails_on_load(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match="activation"):
         ESPCNConfig.from_pretrained(tmp_path)
+
+
+def test_old_config_with_a_training_loss_still_loads_and_drops_it(tmp_path):
+    ESPCNConfig().save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "config.json").read_text())
+    data["loss"] = "l1"  # what config.json files held before the loss moved to the trainer
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    config = ESPCNConfig.from_pretrained(tmp_path)
+    assert not hasattr(config, "loss")
+    config.save_pretrained(tmp_path / "again")
+    assert "loss" not in json.loads((tmp_path / "again" / "config.json").read_text())
+
+
+def test_config_is_a_transformers_5_pretrained_config():
+    from transformers import PreTrainedConfig
+
+    assert issubclass(ESPCNConfig, PreTrainedConfig)

@@ -6,8 +6,9 @@ from conftest import save_checkpoint, tiny_model
 from safetensors.torch import load_file, save_file
 
 from espcn_hf import PRESETS, ESPCNConfig, ESPCNForImageSuperResolution
-from espcn_hf.inference import CheckpointError, load_model
-from espcn_hf.modeling_espcn import rgb_to_ycbcr, ycbcr_to_rgb
+from espcn_hf.configuration_espcn import ACTIVATIONS
+from espcn_hf.modeling_espcn import ACTIVATION_LAYERS, rgb_to_ycbcr, ycbcr_to_rgb
+from espcn_hf.pretrained import CheckpointError, load_model
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
@@ -94,12 +95,29 @@ def test_ycbcr_round_trip_and_matlab_values():
     )
 
 
-@pytest.mark.parametrize("loss", ["mse", "l1", "charbonnier"])
-def test_losses(loss):
-    model = tiny_model(2, loss=loss)
+def test_labels_give_the_mean_squared_error():
+    model = tiny_model(2)
     x = torch.rand(1, 3, 6, 6)
-    out = model(x, labels=model(x).reconstruction.detach())
-    assert out.loss.item() == pytest.approx(0.0, abs=2e-3)
+    labels = torch.rand(1, 3, 12, 12)
+    out = model(x, labels=labels)
+    torch.testing.assert_close(out.loss, torch.nn.functional.mse_loss(out.reconstruction, labels))
+
+
+def test_activation_names_are_one_list():
+    assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)
+    for name in ACTIVATIONS:  # every configurable activation builds its own layer, none falls through
+        model = ESPCNForImageSuperResolution(
+            ESPCNConfig(upscale_factor=2, hidden_channels=[4], kernel_sizes=[3, 3], activation=name)
+        )
+        layer = model.body[1]
+        assert (name == "identity") == isinstance(layer, torch.nn.Identity), name
+
+
+def test_unknown_activation_raises_instead_of_falling_through():
+    config = ESPCNConfig(upscale_factor=2, hidden_channels=[4], kernel_sizes=[3, 3])
+    config.activation = "sparkle"  # past the config's own check
+    with pytest.raises(ValueError, match="activation must be one of"):
+        ESPCNForImageSuperResolution(config)
 
 
 def test_y_model_trained_on_rgb_pairs_uses_the_y_loss():
@@ -151,7 +169,7 @@ def test_missing_weights_fail_instead_of_random_init(tmp_path):
     weights = load_file(tmp_path / "model.safetensors")
     weights.pop("body.0.weight")
     save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    with pytest.raises(ValueError, match="do not match its config"):
+    with pytest.raises(CheckpointError, match="do not match its config"):
         ESPCNForImageSuperResolution.from_pretrained(tmp_path)
 
 
@@ -166,3 +184,44 @@ def test_corrupt_and_missing_checkpoints(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="model.safetensors"):
         load_model(tmp_path)
+
+
+def test_from_pretrained_of_a_bad_folder_raises_checkpoint_error(tmp_path):
+    """What the README promises: `from_pretrained` itself, not only `load_model`, raises CheckpointError."""
+    with pytest.raises(CheckpointError, match="no config.json"):
+        ESPCNForImageSuperResolution.from_pretrained(tmp_path)
+    save_checkpoint(tiny_model(3), tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ESPCNForImageSuperResolution.from_pretrained(tmp_path)
+    assert issubclass(CheckpointError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda w: w.__setitem__(
+                "body.0.weight", w["body.0.weight"].index_fill(0, torch.tensor([1]), float("nan"))
+            ),
+            "NaN",
+        ),
+        (lambda w: w.__setitem__("body.2.bias", torch.full_like(w["body.2.bias"], float("inf"))), "infinite"),
+        (lambda w: w.__setitem__("body.0.weight", (w["body.0.weight"] * 100).to(torch.int32)), "I32"),
+        (lambda w: w.__setitem__("body.0.bias", w["body.0.bias"] > 0), "BOOL"),
+    ],
+    ids=["nan", "inf", "int32", "bool"],
+)
+def test_non_finite_or_non_float_weights_are_refused(tmp_path, damage, message):
+    """transformers casts integer weights to float without a word; NaN weights give a black image."""
+    save_checkpoint(tiny_model(3), tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    damage(weights)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=message):
+        load_model(tmp_path)
+
+
+def test_half_precision_weights_load(tmp_path):
+    save_checkpoint(tiny_model(3).to(torch.bfloat16), tmp_path)
+    assert load_model(tmp_path).body[0].weight.is_floating_point()

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,22 +25,48 @@ def test_auto_classes_know_espcn(tiny_checkpoint):
     assert isinstance(AutoImageProcessor.from_pretrained(tiny_checkpoint), ESPCNImageProcessor)
 
 
-def test_saved_folder_carries_auto_map_and_code(tiny_checkpoint):
+def test_saved_folder_carries_auto_map_custom_pipelines_and_code(tiny_checkpoint):
     config = json.loads((tiny_checkpoint / "config.json").read_text())
     assert config["auto_map"] == {
         "AutoConfig": "configuration_espcn.ESPCNConfig",
         "AutoModel": "modeling_espcn.ESPCNForImageSuperResolution",
         "AutoModelForImageToImage": "modeling_espcn.ESPCNForImageSuperResolution",
     }
+    assert config["custom_pipelines"] == {
+        "image-super-resolution": {
+            "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
+            "pt": ["AutoModelForImageToImage"],
+            "type": "image",
+        }
+    }
+    assert "loss" not in config
     processor = json.loads((tiny_checkpoint / "preprocessor_config.json").read_text())
     assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_espcn.ESPCNImageProcessor"}
     for name in (
         "configuration_espcn.py",
         "modeling_espcn.py",
         "image_processing_espcn.py",
+        "pipeline_espcn.py",
         "model.safetensors",
     ):
         assert (tiny_checkpoint / name).is_file(), name
+
+
+def test_flat_code_files_import_only_each_other():
+    """The files copied into model folders may import only the other copied files, never the package."""
+    import ast
+
+    import espcn_hf
+
+    flat = {"configuration_espcn", "modeling_espcn", "image_processing_espcn", "pipeline_espcn"}
+    for name in flat:
+        tree = ast.parse((Path(espcn_hf.__file__).parent / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.module in flat, f"{name}.py imports .{node.module}"
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and not getattr(node, "level", 0):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+                assert not any(m.split(".")[0] == "espcn_hf" for m in modules), f"{name}.py imports {modules}"
 
 
 def test_pipeline_returns_images_of_the_right_size(tiny_checkpoint):
@@ -48,15 +75,44 @@ def test_pipeline_returns_images_of_the_right_size(tiny_checkpoint):
     image = Image.fromarray(natural_image(20, 30))
     out = sr(image)
     assert isinstance(out, Image.Image) and out.size == (90, 60)
-    batch = sr([image, Image.fromarray(natural_image(11, 13))], tile_size=8)
+    batch = sr([image, Image.fromarray(natural_image(11, 13))])
     assert [o.size for o in batch] == [(90, 60), (39, 33)]
-    # The pipeline gives exactly what the model gives.
+    # The pipeline gives exactly what the model gives: both run the same forward on the same layout.
     model = ESPCNForImageSuperResolution.from_pretrained(tiny_checkpoint)
     with torch.no_grad():
         expected = ESPCNImageProcessor().post_process_super_resolution(
             model(ESPCNImageProcessor()(image)["pixel_values"])
         )
     np.testing.assert_array_equal(np.asarray(out), np.asarray(expected[0]))
+
+
+def test_pipeline_batches_of_mixed_sizes_equal_one_by_one(tiny_checkpoint):
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    images = [
+        Image.fromarray(natural_image(20, 30, seed=1)),
+        Image.fromarray(natural_image(11, 13, seed=2)),
+        Image.fromarray(natural_image(20, 30, seed=3)),
+        Image.fromarray(natural_image(17, 9, seed=4)),
+    ]
+    one_by_one = [np.asarray(sr(image)) for image in images]
+    for batch_size in (2, 3):
+        batched = sr(images, batch_size=batch_size)
+        assert len(batched) == len(images)
+        for got, want in zip(batched, one_by_one, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_pipeline_refuses_unknown_options(tiny_checkpoint):
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    with pytest.raises(TypeError, match="tile_size"):
+        sr(Image.fromarray(natural_image(8, 8)), tile_size=8)
+
+
+def test_pipeline_needs_no_trust_remote_code_where_espcn_hf_is_installed(tiny_checkpoint):
+    """config.json lists custom_pipelines for machines without the package; here the registered task serves."""
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    assert type(sr) is ImageSuperResolutionPipeline
+    assert type(sr.model) is ESPCNForImageSuperResolution
 
 
 def test_pipeline_reads_paths_and_reports_bad_files(tiny_checkpoint, tmp_path):
