@@ -552,7 +552,9 @@ class DevicePatchSampler:
         side = arange.numel()
         return rows_view.index_select(0, rows.reshape(-1)).view(-1, side, side, 3)
 
-    def _to_float(self, crops: torch.Tensor, transforms: np.ndarray, out: torch.Tensor | None) -> torch.Tensor:
+    def _to_float(
+        self, crops: torch.Tensor, transforms: np.ndarray, out: torch.Tensor | None
+    ) -> torch.Tensor:
         """Dihedral transform per group of equal `t` (as `DataGenerator._transform`), then (B, 3, s, s) float
         in [0, 1] (channels-last memory, the layout the crops come in). `out`, a tensor this method returned
         before, is overwritten instead of allocating a new one."""

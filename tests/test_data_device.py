@@ -28,7 +28,9 @@ def dataset() -> DataGenerator:
     return DataGenerator(images(), scale=SCALE, patch_size=PATCH, patches_per_image=4, seed=7)
 
 
-def reference_item(ds: DataGenerator, image: int, y: int, x: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_item(
+    ds: DataGenerator, image: int, y: int, x: int, t: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """What `DataGenerator.__getitem__` returns for these draws (its own crop, transform and conversion)."""
     p, r = ds.patch_size, ds.scale
     lr = ds.lr[image][y : y + p, x : x + p]
