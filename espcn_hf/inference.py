@@ -6,37 +6,58 @@ Tiling. Every output pixel of ESPCN depends only on low-resolution pixels within
 (clipped at the image border, where the network pads exactly as it does on the whole image) and only the core's
 output is kept. The result therefore equals the untiled output up to float rounding, while memory is bounded by
 the tile size. PIL results are pasted tile by tile into the output image, so no full-size float buffer exists.
+
+Options are explicit and never change the caller's model: `dtype` is the dtype the convolutions compute in
+(bfloat16/float16 through `torch.autocast`, the model's weights stay as they are), `memory_format` the layout of
+the activations (the input is laid out channels-last; oneDNN and cuDNN then convolve in NHWC), and a `device`
+other than the model's runs a temporary copy there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import functools
+import math
 import os
-import weakref
+import warnings
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .image_io import ImageLoadError, load_image
-from .image_processing_espcn import DEFAULT_MAX_PIXELS, ESPCNImageProcessor, to_uint8_hwc
+from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .image_processing_espcn import ESPCNImageProcessor, attach_alpha, to_output_array, to_output_image
 from .modeling_espcn import ESPCNForImageSuperResolution
 from .pretrained import CheckpointError, load_model  # their home is pretrained.py; re-exported here
 
-# tile_size="auto": tiles of 256 LR pixels whenever the image is larger. Measured on the 2-core AVX-512 CPU
-# (benchmarks/speed_cpu.md): 256 px tiles run 20-35 % faster than a whole 640x360 frame (the working set
-# stays in cache) and the output is the same, so tiling is the default, not only a memory guard.
+# tile_size="auto" on CPU (and other non-CUDA devices): tiles of 256 LR pixels whenever the image is larger.
+# Measured on the 2-core AVX-512 CPU (benchmarks/speed_cpu.md): 256 px tiles run 20-35 % faster than a whole
+# 640x360 frame (the working set stays in cache) and the output is the same. On CUDA "auto" runs whole frames
+# when they fit in free memory (tiles only cost launches there), see `auto_tile_size`.
 AUTO_TILE_SIZE = 256
+MIN_TILE_SIZE = 8
+# Fraction of the free CUDA memory a whole-frame run may plan to use (the rest covers cuDNN workspaces and the
+# allocator's rounding).
+CUDA_MEMORY_FRACTION = 0.5
 
-# Inference paths (see prepare_for_inference). "auto" = channels_last fp32: the fastest exact path on CPU.
-INFERENCE_PATHS = ("eager", "channels_last", "bf16")
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
-
-@functools.lru_cache(maxsize=8)
-def _cached_model(name: str, device: str | None) -> ESPCNForImageSuperResolution:
-    return load_model(name, device=device)
+# Named inference modes, for benchmarks and the deprecated `precision=` option: keyword arguments of `upscale`.
+INFERENCE_MODES = {
+    "eager": {"dtype": None, "memory_format": "contiguous"},
+    "channels_last": {"dtype": None, "memory_format": "channels_last"},
+    "bf16": {"dtype": torch.bfloat16, "memory_format": "channels_last"},
+}
+INFERENCE_PATHS = tuple(INFERENCE_MODES)  # deprecated name
 
 
 def _tiles(
@@ -52,63 +73,159 @@ def _tiles(
             )  # fmt: skip
 
 
+def parse_tile_size(value) -> int | str | None:
+    """A tile size from Python or the command line -> "auto", None (whole image) or an int >= 8.
+
+    Accepts "auto"; None, 0, "0" and "none" (no tiling); an int or a decimal string >= 8. Anything else raises
+    `ValueError` with the accepted forms.
+    """
+    if value is None or value == "auto":
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("auto", "none"):
+            return None if text == "none" else "auto"
+        if text.isdigit():
+            value = int(text)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == 0:
+            return None
+        if value >= MIN_TILE_SIZE:
+            return value
+    raise ValueError(
+        f"tile_size must be 'auto', None/0/'none' (no tiling) or an integer >= {MIN_TILE_SIZE}, got {value!r}"
+    )
+
+
+def _bytes_per_lr_pixel(config, element_size: int) -> int:
+    """Peak bytes per low-resolution pixel of one image in a whole-frame forward (an upper estimate)."""
+    r, c = config.upscale_factor, config.num_channels
+    channels = [3, *config.hidden_channels, r * r * c]
+    activations = max(a + b for a, b in zip(channels, channels[1:], strict=False)) * element_size
+    return activations + 3 * r * r * 4 * 3  # + the fp32 output, the pixel-shuffled copy and colour conversion
+
+
+def auto_tile_size(
+    config,
+    batch: int,
+    height: int,
+    width: int,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    free_bytes: int | None = None,
+) -> int | None:
+    """What tile_size="auto" means for this input on this device: None (whole frame) or a tile size.
+
+    - CUDA: the whole frame when its estimated working set fits in `CUDA_MEMORY_FRACTION` of the free memory
+      (`torch.cuda.mem_get_info`, or `free_bytes`), otherwise the largest multiple of 64 that fits.
+    - CPU and other devices: `AUTO_TILE_SIZE` (256), measured faster than whole frames on CPU.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return AUTO_TILE_SIZE
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    per_pixel = batch * _bytes_per_lr_pixel(config, torch.finfo(dtype).bits // 8)
+    budget = free_bytes * CUDA_MEMORY_FRACTION
+    if height * width * per_pixel <= budget:
+        return None
+    side = math.isqrt(int(budget // per_pixel)) - 2 * config.receptive_field_radius
+    return max(64, side // 64 * 64)
+
+
 def resolve_tiling(
-    config, height: int, width: int, tile_size: int | str | None, tile_overlap: int | None
+    config,
+    height: int,
+    width: int,
+    tile_size: int | str | None,
+    tile_overlap: int | None,
+    *,
+    batch: int = 1,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[int | None, int]:
-    """Validate the tiling options; returns (tile or None for whole-image, overlap)."""
+    """Validate the tiling options; returns (tile or None for the whole image, overlap)."""
     radius = config.receptive_field_radius
     overlap = radius if tile_overlap is None else tile_overlap
-    if not isinstance(overlap, int) or overlap < radius:
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or overlap < radius:
         raise ValueError(
             f"tile_overlap must be an integer >= the receptive-field radius ({radius} px) for exact tiling, got {overlap!r}"
         )
-    if tile_size == "auto":
-        tile = AUTO_TILE_SIZE
-    elif tile_size is None or tile_size == 0:
-        tile = None
-    elif isinstance(tile_size, int) and tile_size >= 8:
-        tile = tile_size
-    else:
-        raise ValueError(
-            f"tile_size must be 'auto', None/0 (no tiling) or an integer >= 8, got {tile_size!r}"
-        )
+    tile = parse_tile_size(tile_size)
+    if tile == "auto":
+        tile = auto_tile_size(config, batch, height, width, device, dtype)
     if tile is not None and tile >= height and tile >= width:
         tile = None
     return tile, overlap
 
 
-_prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+def resolve_options(
+    dtype: torch.dtype | str | None = None,
+    memory_format: torch.memory_format | str = "channels_last",
+    precision: str | None = None,
+) -> tuple[torch.dtype | None, torch.memory_format]:
+    """Validate the inference options; returns (dtype or None for the model's own, memory format).
+
+    `precision` is the deprecated single option ("auto", "channels_last", "eager", "bf16"); it cannot be combined
+    with `dtype`.
+    """
+    if precision is not None:
+        warnings.warn(
+            "precision= is deprecated: use dtype= (None, torch.bfloat16, ...) and memory_format= "
+            "('channels_last' or 'contiguous')",
+            FutureWarning,
+            stacklevel=3,
+        )
+        name = "channels_last" if precision == "auto" else precision
+        if name not in INFERENCE_MODES:
+            raise ValueError(
+                f"precision must be 'auto' or one of {tuple(INFERENCE_MODES)}, got {precision!r}"
+            )
+        if dtype is not None:
+            raise ValueError("Pass dtype= or the deprecated precision=, not both")
+        dtype, memory_format = INFERENCE_MODES[name]["dtype"], INFERENCE_MODES[name]["memory_format"]
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be None, a torch dtype or one of {tuple(DTYPES)}, got {dtype!r}")
+        dtype = DTYPES[dtype]
+    if dtype is not None and dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+    if isinstance(memory_format, str):
+        if memory_format not in MEMORY_FORMATS:
+            raise ValueError(
+                f"memory_format must be one of {tuple(MEMORY_FORMATS)} (or the torch object), got {memory_format!r}"
+            )
+        memory_format = MEMORY_FORMATS[memory_format]
+    if memory_format not in MEMORY_FORMATS.values():
+        raise ValueError(
+            f"memory_format must be torch.channels_last or torch.contiguous_format, got {memory_format!r}"
+        )
+    return dtype, memory_format
 
 
 def prepare_for_inference(
     model: ESPCNForImageSuperResolution, precision: str = "auto"
 ) -> ESPCNForImageSuperResolution:
-    """The model laid out for the fastest inference path; cached per model and path.
+    """Deprecated: pass `dtype=` / `memory_format=` (or `**INFERENCE_MODES[name]`) to `upscale_tensor` instead.
 
-    - "eager": as it is (NCHW, its own dtype).
-    - "channels_last" (what "auto" picks): fp32 weights and activations in NHWC, which oneDNN convolves about
-      2x faster than NCHW on CPU; same numbers as eager up to float rounding. The model itself is converted
-      (a layout change only: it still trains and saves as before).
-    - "bf16": a bfloat16 NHWC copy. On CPUs with AMX/AVX512-BF16 and on GPUs it is several times faster again,
-      but not exact: about 50-60 dB PSNR against fp32 (benchmarks/speed_cpu.md), so it is opt-in.
+    Changes nothing on `model`: returns it as it is, or a bfloat16 copy for "bf16".
     """
-    if precision == "auto":
-        precision = "channels_last"
-    if precision not in INFERENCE_PATHS:
-        raise ValueError(f"precision must be 'auto' or one of {INFERENCE_PATHS}, got {precision!r}")
-    cache = _prepared.setdefault(model, {})
-    if precision not in cache:
-        if precision == "eager":
-            prepared = model
-        elif precision == "channels_last":
-            prepared = model.to(memory_format=torch.channels_last)
-        else:
-            prepared = copy.deepcopy(model).to(dtype=torch.bfloat16, memory_format=torch.channels_last)
-        prepared._inference_memory_format = (
-            torch.contiguous_format if precision == "eager" else torch.channels_last
-        )
-        cache[precision] = prepared.eval()
-    return cache[precision]
+    warnings.warn(
+        "prepare_for_inference is deprecated: pass dtype=/memory_format= to upscale_tensor", FutureWarning, 2
+    )
+    dtype, _ = resolve_options(None, "channels_last", precision=precision)
+    return model if dtype is None else copy.deepcopy(model).to(dtype=dtype)
+
+
+def _dtype_context(model: torch.nn.Module, dtype: torch.dtype | None):
+    """(model to run, context): the model itself under autocast for a lower dtype, a temporary copy for a
+    higher one; the caller's model is never converted."""
+    param = next(model.parameters())
+    if dtype is None or dtype == param.dtype:
+        return model, contextlib.nullcontext()
+    if torch.finfo(dtype).bits < torch.finfo(param.dtype).bits:
+        return model, torch.autocast(param.device.type, dtype=dtype)
+    return copy.deepcopy(model).to(dtype=dtype), contextlib.nullcontext()
 
 
 @torch.inference_mode()
@@ -117,25 +234,42 @@ def upscale_tensor(
     pixel_values: torch.Tensor,
     tile_size: int | str | None = "auto",
     tile_overlap: int | None = None,
+    *,
+    dtype: torch.dtype | str | None = None,
+    memory_format: torch.memory_format | str = "channels_last",
     write: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> torch.Tensor | None:
-    """Run the model on (N, C, H, W) values in [0, 1], whole or tiled.
+    """Run the model on (N, C, H, W) values in [0, 1], whole or tiled, on the model's device.
 
-    Without `write`, returns the (N, C, rH, rW) float output (not clamped). With `write`, calls
-    `write(top, left, tile_output)` for each output tile (coordinates in the output) and returns None, so the
-    caller can store tiles in any format without a full-size float buffer.
+    Args:
+        tile_size: "auto" (see `auto_tile_size`), None/0 (whole image) or the core size in LR pixels (>= 8).
+        tile_overlap: context pixels around each tile; at least (and by default) the receptive-field radius.
+        dtype: the dtype the convolutions compute in; None = the model's own (fp32: exact). torch.bfloat16 is
+            several times faster on AMX CPUs and GPUs, about 50-60 dB PSNR from fp32 (benchmarks/speed_cpu.md).
+        memory_format: "channels_last" (default: the input is laid out NHWC, about 1.7x faster than NCHW on CPU,
+            same numbers) or "contiguous".
+        write: if given, called as `write(top, left, tile_output)` for each output tile (coordinates in the
+            output) and None is returned, so the caller can store tiles in any format without a full-size float
+            buffer.
+
+    Returns the (N, C, rH, rW) float32 output (not clamped), or None with `write`.
     """
+    dtype, memory_format = resolve_options(dtype, memory_format)
     config = model.config
     r = config.upscale_factor
     height, width = pixel_values.shape[-2:]
-    tile, margin = resolve_tiling(config, height, width, tile_size, tile_overlap)
     param = next(model.parameters())
-    memory_format = getattr(model, "_inference_memory_format", torch.contiguous_format)
+    tile, margin = resolve_tiling(
+        config, height, width, tile_size, tile_overlap,
+        batch=pixel_values.shape[0], device=param.device, dtype=dtype or param.dtype,
+    )  # fmt: skip
+    runner, context = _dtype_context(model, dtype)
     pixel_values = pixel_values.to(param.device)
 
     def run(window: torch.Tensor) -> torch.Tensor:
         window = window.contiguous(memory_format=memory_format)  # the model casts to its own dtype
-        return model(window).reconstruction.float()
+        with context:
+            return runner(window).reconstruction.float()
 
     if tile is None:
         out = run(pixel_values)
@@ -162,10 +296,24 @@ def upscale_tensor(
     return result
 
 
-def _alpha_channel(image: Image.Image) -> Image.Image | None:
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        return image.convert("RGBA").getchannel("A")
-    return None
+def _model_on(model, device) -> ESPCNForImageSuperResolution:
+    """The model to run: loaded from a path/repo id, or the caller's own (a temporary copy for another device)."""
+    if not isinstance(model, ESPCNForImageSuperResolution):
+        return load_model(model, device=device)
+    if device is None:
+        return model
+    current, wanted = next(model.parameters()).device, torch.device(device)
+    if current.type == wanted.type and (wanted.index is None or wanted.index == current.index):
+        return model
+    return copy.deepcopy(model).to(wanted)
+
+
+def _check_output_size(height: int, width: int, r: int, max_output_pixels: int | None) -> None:
+    if max_output_pixels is not None and height * width * r * r > max_output_pixels:
+        raise ImageLoadError(
+            f"{width}x{height} at x{r} makes a {width * r}x{height * r} = {height * width * r * r:,}-pixel image, "
+            f"over the output limit of {max_output_pixels:,} pixels (max_output_pixels; None disables it)"
+        )
 
 
 def upscale(
@@ -174,89 +322,124 @@ def upscale(
     *,
     tile_size: int | str | None = "auto",
     tile_overlap: int | None = None,
+    dtype: torch.dtype | str | None = None,
+    memory_format: torch.memory_format | str = "channels_last",
     device: str | torch.device | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    precision: str = "auto",
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+    precision: str | None = None,
 ):
     """Super-resolve one image (or a list of images) with an ESPCN model.
 
     Args:
         image: a path, PIL image, numpy array (H, W[, C]) or tensor ((C, H, W) or (N, C, H, W), floats in [0, 1]).
             A list of those gives a list back.
-        model: an `ESPCNForImageSuperResolution`, a folder written by `save_pretrained`, or a Hub repo id.
-        tile_size: "auto" (256 px tiles: faster and exact), None (whole image) or the core size in LR pixels.
-        tile_overlap: context pixels around each tile; at least (and by default) the receptive-field radius,
-            which makes the tiled result equal the untiled one.
-        device: where to run ("cpu", "cuda", ...); default: where the model is.
-        max_pixels: refuse larger inputs (decompression-bomb guard); None disables.
-        precision: "auto" (= "channels_last", fp32, exact), "eager", or "bf16" (faster on AMX CPUs and GPUs,
-            about 50-60 dB from fp32); see `prepare_for_inference`.
+        model: an `ESPCNForImageSuperResolution` (used as it is, never modified), a folder written by
+            `save_pretrained`, or a Hub repo id (loaded on each call: load it once with `load_model` to reuse).
+        tile_size: "auto" (whole frames on CUDA when they fit, 256-px tiles on CPU), None (whole image) or the
+            core size in LR pixels; the tiled result equals the untiled one.
+        tile_overlap: context pixels around each tile; at least (and by default) the receptive-field radius.
+        dtype: compute dtype; None = the model's own (fp32, exact), torch.bfloat16 (or "bf16") is faster on AMX
+            CPUs and GPUs but about 50-60 dB from fp32. See `upscale_tensor`.
+        memory_format: "channels_last" (default, faster, same numbers) or "contiguous".
+        device: where to run ("cpu", "cuda", ...); default: where the model is. A model elsewhere is copied there
+            for the call.
+        max_pixels: refuse larger inputs (decompression-bomb guard, checked before decoding); None disables.
+        max_output_pixels: refuse inputs whose output would be larger (default 200 Mpx keeps a tiled run under
+            2 GB of memory); None disables.
+        precision: deprecated, see `resolve_options`.
 
-    Returns: a PIL image for a path or PIL input (RGBA inputs keep their alpha, upscaled with bicubic), a uint8
-    numpy array (H, W, 3) for numpy input, a float tensor for tensor input.
+    Returns, in the input's kind:
+        - path or PIL image: a PIL image. Grayscale stays grayscale ("L", "LA", 16-bit "I;16": the luma of the
+          output, so no tint); alpha is upscaled with bicubic and kept ("RGBA", "LA"); everything else is "RGB".
+        - numpy array: uint8 (rH, rW, 3), or (rH, rW) for a grayscale (H, W) array (uint16 for uint16 input).
+        - tensor: float in [0, 1], same layout; a 1-channel tensor gives 1 channel (luma) back.
+
+    Raises `ImageLoadError` (a `ValueError`) for unreadable or oversized images, `ValueError` for bad options
+    or NaN/infinite values.
     """
-    if isinstance(image, list):
-        return [
-            upscale(
-                i, model, tile_size=tile_size, tile_overlap=tile_overlap, device=device, max_pixels=max_pixels
-            )
-            for i in image
-        ]
-    if isinstance(model, ESPCNForImageSuperResolution):
-        model = load_model(model, device=device)
-    else:
-        model = _cached_model(str(model), None if device is None else str(device))
-    model = prepare_for_inference(model, precision)
-    r = model.config.upscale_factor
-    processor = ESPCNImageProcessor(max_pixels=max_pixels)
+    dtype, memory_format = resolve_options(dtype, memory_format, precision)
+    tile_size = parse_tile_size(tile_size)
+    options = dict(
+        tile_size=tile_size, tile_overlap=tile_overlap, dtype=dtype, memory_format=memory_format,
+        max_pixels=max_pixels, max_output_pixels=max_output_pixels,
+    )  # fmt: skip
+    model = _model_on(model, device)
+    if isinstance(image, (list, tuple)):
+        return [_upscale_one(item, model, **options) for item in image]
+    return _upscale_one(image, model, **options)
 
+
+def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
+    r = model.config.upscale_factor
     if isinstance(image, torch.Tensor):
         batch = image if image.ndim == 4 else image[None]
         if batch.ndim != 4 or batch.shape[1] not in (1, 3):
             raise ValueError(
                 f"A tensor image must be (C, H, W) or (N, C, H, W) with C = 1 or 3, got {tuple(image.shape)}"
             )
-        out = upscale_tensor(model, batch.float(), tile_size, tile_overlap).clamp(0, 1)
+        if not batch.is_floating_point():
+            raise ValueError(f"A tensor image must hold floats in [0, 1], got {batch.dtype}")
+        if not torch.isfinite(batch).all():
+            raise ValueError("The tensor image contains NaN or infinite values")
+        height, width = batch.shape[-2:]
+        if max_pixels is not None and height * width > max_pixels:
+            raise ImageLoadError(
+                f"{width}x{height} = {height * width:,} pixels is over the limit of {max_pixels:,}"
+            )
+        _check_output_size(height, width, r, max_output_pixels)
+        gray = batch.shape[1] == 1 and model.config.num_channels == 3
+        if gray:  # a grayscale tensor through an RGB model: grey in, its luma out (1 channel)
+            batch = batch.expand(-1, 3, -1, -1)
+        out = upscale_tensor(model, batch.float(), **run_options).clamp(0, 1)
+        if gray:
+            weights = torch.tensor((0.299, 0.587, 0.114), device=out.device).view(1, 3, 1, 1)
+            out = (out * weights).sum(1, keepdim=True).clamp(0, 1)
+        out = out.to(image.device)
         return out if image.ndim == 4 else out[0]
 
-    if isinstance(image, (str, os.PathLike, bytes)):
+    if isinstance(image, (str, os.PathLike, bytes)) or hasattr(image, "read"):
         image = load_image(image, max_pixels=max_pixels)
+    if not isinstance(image, (Image.Image, np.ndarray)):
+        raise ImageLoadError(
+            f"Cannot upscale a {type(image).__name__}: pass a path, PIL image, numpy array or tensor"
+        )
+    features = ESPCNImageProcessor(max_pixels=max_pixels)(image)
+    pixel_values = features["pixel_values"]
+    mode, alpha = features["original_modes"][0], features["alphas"][0]
+    height, width = pixel_values.shape[-2:]
+    _check_output_size(height, width, r, max_output_pixels)
+
     if isinstance(image, Image.Image):
-        alpha = _alpha_channel(image)
-        pixel_values = processor(image)["pixel_values"]
-        height, width = pixel_values.shape[-2:]
-        result = Image.new("RGB", (width * r, height * r))
+        result = Image.new({"RGBA": "RGB", "LA": "L"}.get(mode, mode), (width * r, height * r))
 
         def paste(top: int, left: int, tile: torch.Tensor) -> None:
-            result.paste(Image.fromarray(to_uint8_hwc(tile[0])), (left, top))
+            result.paste(to_output_image(tile[0], mode), (left, top))
 
-        upscale_tensor(model, pixel_values, tile_size, tile_overlap, write=paste)
-        if alpha is not None:
-            result.putalpha(alpha.resize(result.size, Image.Resampling.BICUBIC))
-        return result
+        upscale_tensor(model, pixel_values, write=paste, **run_options)
+        return attach_alpha(result, None if alpha is None else Image.fromarray(alpha))
 
-    if isinstance(image, np.ndarray):
-        pixel_values = processor(image)["pixel_values"]
-        height, width = pixel_values.shape[-2:]
-        array = np.empty((height * r, width * r, 3), dtype=np.uint8)
+    shape = (height * r, width * r) if mode in ("L", "I;16") else (height * r, width * r, 3)
+    array = np.empty(shape, dtype=np.uint16 if mode == "I;16" else np.uint8)
 
-        def store(top: int, left: int, tile: torch.Tensor) -> None:
-            h, w = tile.shape[-2:]
-            array[top : top + h, left : left + w] = to_uint8_hwc(tile[0])
+    def store(top: int, left: int, tile: torch.Tensor) -> None:
+        h, w = tile.shape[-2:]
+        array[top : top + h, left : left + w] = to_output_array(tile[0], mode)
 
-        upscale_tensor(model, pixel_values, tile_size, tile_overlap, write=store)
-        return array
-    raise ImageLoadError(
-        f"Cannot upscale a {type(image).__name__}: pass a path, PIL image, numpy array or tensor"
-    )
+    upscale_tensor(model, pixel_values, write=store, **run_options)
+    return array[..., None] if image.ndim == 3 and array.ndim == 2 else array
 
 
 __all__ = [
     "AUTO_TILE_SIZE",
-    "prepare_for_inference",
-    "INFERENCE_PATHS",
+    "INFERENCE_MODES",
     "CheckpointError",
+    "auto_tile_size",
     "load_model",
+    "parse_tile_size",
+    "prepare_for_inference",
+    "resolve_options",
+    "resolve_tiling",
     "upscale",
     "upscale_tensor",
 ]

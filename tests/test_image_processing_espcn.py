@@ -164,3 +164,98 @@ def test_save_and_load(tmp_path):
     ESPCNImageProcessor(upscale_factor=4, max_pixels=123).save_pretrained(tmp_path)
     loaded = ESPCNImageProcessor.from_pretrained(tmp_path)
     assert loaded.upscale_factor == 4 and loaded.max_pixels == 123
+
+
+# --- one rounding rule, one set of limits ---------------------------------------------------------------------
+
+
+def test_quantize_is_the_rule_of_metrics():
+    from espcn_hf.image_processing_espcn import quantize, to_uint8_hwc
+    from espcn_hf.metrics import quantize_uint8
+
+    ties = (torch.arange(256, dtype=torch.float64) + 0.5) / 255  # exact halves between levels
+    values = torch.cat(
+        [torch.rand(10_000, dtype=torch.float64), ties, torch.tensor([-1.0, 2.0, float("nan")])]
+    )
+    for dtype in (torch.float32, torch.bfloat16, torch.float64):
+        x = values.to(dtype)
+        assert torch.equal(quantize(x).to(torch.uint8), quantize_uint8(x)), dtype
+    image = torch.rand(3, 7, 9)
+    assert np.array_equal(to_uint8_hwc(image), quantize_uint8(image).permute(1, 2, 0).numpy())
+    assert quantize(torch.tensor([0.5 / 255, 1.5 / 255])).tolist() == [1.0, 2.0]  # half away from zero
+
+
+def test_processor_and_loader_share_the_pixel_limit():
+    from espcn_hf import image_io, image_processing_espcn
+
+    assert image_processing_espcn.DEFAULT_MAX_PIXELS == image_io.DEFAULT_MAX_PIXELS
+
+
+# --- grayscale and alpha through preprocess -> post-process ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected", "np_shape"),
+    [("L", "L", (16, 20)), ("LA", "LA", (16, 20, 2)), ("I;16", "I;16", (16, 20))],
+)
+def test_post_process_keeps_grayscale(mode, expected, np_shape):
+    gray = natural_image(8, 10)[..., 0]
+    image = Image.fromarray(gray).convert("LA") if mode == "LA" else Image.fromarray(gray)
+    if mode == "I;16":
+        image = Image.fromarray(gray.astype(np.uint16) * 257)
+    processor = ESPCNImageProcessor(upscale_factor=2)
+    inputs = processor(image)
+    assert inputs["original_modes"] == [expected]
+    # a fake "model" output with a colour cast: the result must still be one untinted grey plane
+    output = torch.nn.functional.interpolate(inputs["pixel_values"], scale_factor=2)
+    output[:, 0] += 0.1
+    (result,) = processor.post_process_super_resolution(output, **processor.post_process_kwargs(inputs))
+    assert result.mode == expected and result.size == (20, 16)
+    (array,) = processor.post_process_super_resolution(
+        output, output_type="np", **processor.post_process_kwargs(inputs)
+    )
+    assert array.shape == np_shape and array.dtype == (np.uint16 if mode == "I;16" else np.uint8)
+    (plain,) = processor.post_process_super_resolution(output)
+    assert plain.mode == "RGB"  # without the modes: RGB as before
+
+
+def test_post_process_puts_alpha_back():
+    rgba = np.dstack([natural_image(8, 10), np.tile(np.linspace(0, 255, 10).astype(np.uint8), (8, 1))])
+    processor = ESPCNImageProcessor(upscale_factor=2)
+    inputs = processor([Image.fromarray(rgba), Image.fromarray(natural_image(8, 10))])
+    assert inputs["original_modes"] == ["RGBA", "RGB"] and inputs["alphas"][1] is None
+    output = torch.nn.functional.interpolate(inputs["pixel_values"], scale_factor=2)
+    first, second = processor.post_process_super_resolution(output, **processor.post_process_kwargs(inputs))
+    assert first.mode == "RGBA" and second.mode == "RGB"
+    alpha = np.asarray(first)[..., 3]
+    assert alpha[:, 0].max() < 30 and alpha[:, -1].min() > 225
+
+
+# --- loading: text streams, Pillow's bomb limit, JPEG data that ends early ---------------------------------------
+
+
+def test_a_text_stream_is_an_image_load_error():
+    with pytest.raises(ImageLoadError, match="binary"):
+        load_image(io.StringIO("not an image"))
+
+
+def test_max_pixels_overrides_pillows_global_bomb_limit(tmp_path, monkeypatch):
+    path = tmp_path / "wide.png"
+    Image.new("L", (200, 100)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # stands in for Pillow's 89.5 Mpx (20,000 px: > 2x)
+    assert load_image(path, max_pixels=None).size == (200, 100)
+    assert load_image(path, max_pixels=50_000).size == (200, 100)
+    assert Image.MAX_IMAGE_PIXELS == 5_000  # restored
+    with pytest.raises(ImageLoadError, match="over the limit"):
+        load_image(path, max_pixels=10_000)
+    with pytest.raises(Image.DecompressionBombError):  # Pillow's own limit still guards other callers
+        Image.open(path)
+
+
+def test_jpeg_data_that_ends_early_is_refused():
+    data = _png_bytes(Image.new("RGB", (4000, 300), (10, 200, 30)), format="JPEG")
+    with pytest.raises(ImageLoadError, match="truncated or corrupt"):
+        load_image(data[:2000] + b"\xff\xd9")  # libjpeg would fill the rest with grey and only warn
+    assert load_image(data).size == (4000, 300)
+    flat = _png_bytes(Image.new("RGB", (2000, 1500), (128, 128, 128)), format="JPEG", quality=1)
+    assert load_image(flat).size == (2000, 1500)  # a legitimately tiny file is not refused

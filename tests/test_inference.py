@@ -1,8 +1,10 @@
+import io
+
 import numpy as np
 import pytest
 import torch
 from conftest import natural_image, tiny_model
-from PIL import Image
+from PIL import Image, ImageOps
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 from espcn_hf.inference import _tiles, resolve_tiling, upscale_tensor
@@ -80,3 +82,167 @@ def test_upscale_from_a_saved_folder(tiny_checkpoint):
 def test_bad_tensor_shape():
     with pytest.raises(ValueError, match="tensor image"):
         upscale(torch.rand(2, 2, 3, 4, 5), tiny_model(2))
+
+
+# --- explicit options, validated alike for one image and a list; the caller's model is never changed ---------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"dtype": "nonsense"}, {"memory_format": "sideways"}, {"tile_size": 3}, {"tile_size": "big"}],
+)
+def test_a_list_validates_options_like_one_image(options):
+    model, image = tiny_model(2), Image.fromarray(natural_image(10, 12))
+    with pytest.raises(ValueError) as single:
+        upscale(image, model, **options)
+    with pytest.raises(ValueError) as listed:
+        upscale([image], model, **options)
+    assert str(single.value) == str(listed.value)
+
+
+def test_deprecated_precision_is_validated_for_lists_too():
+    model, image = tiny_model(2), Image.fromarray(natural_image(10, 12))
+    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="precision"):
+        upscale([image], model, precision="nonsense")
+    with pytest.warns(FutureWarning):
+        legacy = upscale(image, model, precision="bf16")
+    assert np.array_equal(np.asarray(legacy), np.asarray(upscale(image, model, dtype=torch.bfloat16)))
+
+
+def test_the_callers_model_is_never_changed():
+    import espcn_hf.inference as inference
+
+    model = tiny_model(3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    attributes = set(vars(model))
+    image = Image.fromarray(natural_image(20, 24))
+    for options in ({}, {"dtype": torch.bfloat16}, {"memory_format": "contiguous"}, {"device": "cpu"}):
+        upscale(image, model, **options)
+        upscale_tensor(model, torch.rand(1, 3, 9, 9), **{k: v for k, v in options.items() if k != "device"})
+    assert set(vars(model)) == attributes  # no private tags
+    for name, value in model.state_dict().items():
+        assert value.dtype == torch.float32 and value.is_contiguous(), name  # not converted to bf16/NHWC
+        assert torch.equal(value, before[name])
+    assert not hasattr(inference, "_prepared")  # no module-level cache of prepared models
+
+
+def test_memory_format_and_dtype_options():
+    model = tiny_model(3)
+    x = torch.from_numpy(natural_image(30, 33)).permute(2, 0, 1)[None].float() / 255
+    nchw = upscale_tensor(model, x, tile_size=None, memory_format="contiguous")
+    nhwc = upscale_tensor(model, x, tile_size=None, memory_format=torch.channels_last)
+    bf16 = upscale_tensor(model, x, tile_size=None, dtype="bf16")
+    assert (nchw - nhwc).abs().max() <= 1e-5
+    assert bf16.dtype == torch.float32 and 0 < (bf16 - nchw).abs().max() < 0.05
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("auto", "auto"),
+        (None, None),
+        (0, None),
+        ("0", None),
+        ("none", None),
+        (64, 64),
+        ("512", 512),
+        (" 8", 8),
+    ],
+)
+def test_parse_tile_size(value, expected):
+    from espcn_hf.inference import parse_tile_size
+
+    assert parse_tile_size(value) == expected
+
+
+@pytest.mark.parametrize("value", [3, "7", -8, "big", 12.0, True, "auto-ish"])
+def test_parse_tile_size_refuses(value):
+    from espcn_hf.inference import parse_tile_size
+
+    with pytest.raises(ValueError, match="tile_size"):
+        parse_tile_size(value)
+
+
+def test_auto_tiles_by_device_and_free_memory():
+    from espcn_hf.inference import AUTO_TILE_SIZE, auto_tile_size
+
+    config = ESPCNConfig()
+    assert auto_tile_size(config, 1, 1080, 1920, "cpu") == AUTO_TILE_SIZE
+    assert auto_tile_size(config, 1, 1080, 1920, "cuda", free_bytes=40 << 30) is None  # whole frame fits
+    tile = auto_tile_size(config, 1, 1080, 1920, "cuda", free_bytes=200 << 20)  # 200 MB free: tiles
+    assert tile is not None and tile % 64 == 0 and 64 <= tile < 1080
+    assert auto_tile_size(config, 1, 1080, 1920, "cuda", free_bytes=1 << 20) == 64  # never below 64
+    assert resolve_tiling(config, 2000, 2000, "auto", None)[0] == AUTO_TILE_SIZE  # a CPU model
+
+
+# --- bad input -----------------------------------------------------------------------------------------------
+
+
+def test_nan_tensor_input_is_refused():
+    image = torch.rand(3, 8, 8)
+    image[1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        upscale(image, tiny_model(2))
+    with pytest.raises(ValueError, match="NaN"):
+        upscale(torch.full((1, 3, 4, 4), float("inf")), tiny_model(2))
+
+
+def test_output_size_limit():
+    from espcn_hf import ImageLoadError
+
+    image = Image.fromarray(natural_image(20, 30))
+    with pytest.raises(ImageLoadError, match="output limit"):
+        upscale(image, tiny_model(4), max_output_pixels=20 * 30 * 16 - 1)
+    assert upscale(image, tiny_model(4), max_output_pixels=None).size == (120, 80)
+
+
+# --- grayscale stays grayscale, alpha follows the EXIF rotation -----------------------------------------------
+
+
+def _gray(height=16, width=20) -> np.ndarray:
+    return natural_image(height, width)[..., 1]
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_grayscale_comes_back_grayscale(scale):
+    model = tiny_model(scale)
+    gray = Image.fromarray(_gray())
+    out = upscale(gray, model)
+    assert out.mode == "L" and out.size == (20 * scale, 16 * scale)
+    # the luma of the RGB result: what the model makes of the grey, without its colour fringes
+    rgb = upscale(gray.convert("RGB"), model)
+    assert np.abs(np.asarray(out).astype(int) - np.asarray(rgb.convert("L")).astype(int)).max() <= 1
+    la = upscale(gray.convert("LA"), model)
+    assert la.mode == "LA" and np.array_equal(np.asarray(la)[..., 0], np.asarray(out))
+    assert np.asarray(upscale(_gray(), model)).shape == (16 * scale, 20 * scale)  # numpy (H, W) -> (rH, rW)
+    one = upscale(torch.from_numpy(_gray()).float()[None] / 255, model)  # a 1-channel tensor -> 1 channel
+    assert one.shape == (1, 16 * scale, 20 * scale)
+
+
+def test_16_bit_grayscale_stays_16_bit_and_untinted(tmp_path):
+    array = (_gray().astype(np.uint16) * 257 + 3).astype(np.uint16)
+    path = tmp_path / "deep.png"
+    Image.fromarray(array).save(path)
+    model = tiny_model(2)
+    out = upscale(str(path), model)
+    assert out.mode == "I;16" and out.size == (40, 32)
+    eight_bit = np.asarray(upscale(Image.fromarray(_gray()), model)).astype(int)
+    assert np.abs(np.asarray(out).astype(int) / 257 - eight_bit).max() <= 1.5
+    assert upscale(array, model).dtype == np.uint16
+
+
+def test_exif_rotated_rgba_takes_alpha_after_rotation():
+    rgba = np.dstack([natural_image(30, 60), np.zeros((30, 60), np.uint8)])
+    rgba[:, :30, 3] = 255  # left half opaque
+    image = Image.fromarray(rgba)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: the opaque half ends up on top
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", exif=exif.tobytes())
+    opened = Image.open(io.BytesIO(buffer.getvalue()))
+    out = upscale(opened, tiny_model(2))
+    assert out.mode == "RGBA" and out.size == (60, 120)
+    alpha = np.asarray(out)[..., 3].astype(int)
+    expected = np.asarray(ImageOps.exif_transpose(opened).getchannel("A").resize((60, 120), Image.BICUBIC))
+    assert np.abs(alpha - expected).max() <= 1
+    assert alpha[:50].min() > 200 and alpha[70:].max() < 50
