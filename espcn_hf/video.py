@@ -29,7 +29,6 @@ Decisions, in the order a reader meets them:
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 from collections.abc import Iterator
@@ -41,8 +40,8 @@ import numpy as np
 import torch
 
 from .fileio import atomic_path
-from .image_processing_espcn import to_uint8_hwc
 from .inference import load_model, upscale
+from .metrics import quantize_uint8
 from .modeling_espcn import ESPCNForImageSuperResolution
 
 DEFAULT_CODEC = "libx264"
@@ -318,10 +317,10 @@ def upscale_video(
                 def encode(frames: list) -> None:
                     nonlocal frames_written
                     pixels = _rgb_batch(frames, in_width, in_height)
-                    result = upscale(pixels, model, device=device)
-                    for frame, sr in zip(frames, result, strict=True):
-                        rgb = to_uint8_hwc(sr[:, :out_height, :out_width])
-                        out = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                    result = upscale(pixels, model, device=device)[..., :out_height, :out_width]
+                    rgb = quantize_uint8(result).permute(0, 2, 3, 1).cpu().numpy()
+                    for frame, array in zip(frames, rgb, strict=True):
+                        out = av.VideoFrame.from_ndarray(array, format="rgb24")
                         out = out.reformat(format=pix_fmt, dst_colorspace=out_stream.codec_context.colorspace)
                         out.pts, out.time_base = frame.pts, frame.time_base
                         output.mux(out_stream.encode(out))
@@ -362,23 +361,4 @@ def upscale_video(
     )
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The video options of `espcn-hf upscale` (used for inputs that `is_video` recognises)."""
-    group = parser.add_argument_group("video inputs")
-    group.add_argument("--crf", type=int, default=DEFAULT_CRF, help="video quality, lower is better (0 = lossless)")
-    group.add_argument("--codec", default=DEFAULT_CODEC, help="FFmpeg video encoder (default libx264)")
-    group.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help="output pixel format (default yuv420p)")
-    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="video frames per forward pass")
-
-
-def video_options(args: argparse.Namespace) -> dict:
-    """The `upscale_video` keyword arguments from parsed `add_arguments` options (defaults when absent)."""
-    return {
-        "crf": getattr(args, "crf", DEFAULT_CRF),
-        "codec": getattr(args, "codec", DEFAULT_CODEC),
-        "pix_fmt": getattr(args, "pix_fmt", DEFAULT_PIX_FMT),
-        "batch_size": getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
-    }
-
-
-__all__ = ["VideoError", "VideoInfo", "add_arguments", "is_video", "probe_video", "upscale_video", "video_options"]
+__all__ = ["VideoError", "VideoInfo", "is_video", "probe_video", "upscale_video"]

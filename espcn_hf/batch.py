@@ -1,0 +1,165 @@
+"""Batch upscaling of many files, on one process or many (CPUs, GPUs, nodes) with accelerate.
+
+    espcn-hf upscale BIG_FOLDER -o OUT                                   # one process
+    accelerate launch -m espcn_hf.cli upscale BIG_FOLDER -o OUT          # every process/GPU/node takes a share
+    accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale BIG_FOLDER -o OUT   # 2 CPU processes (gloo)
+
+`upscale_files(files, outputs, model)` is the loop behind `espcn-hf upscale`. Every process lists the pairs whose
+output is missing, all wait at a barrier (so no process sees another's fresh outputs while listing), then
+`PartialState().split_between_processes` hands each process a contiguous share of that list; each process runs
+its share on its own device (`PartialState().device`: its GPU, or the CPU). Images are written with
+`fileio.atomic_save` and videos with `upscale_video` (also atomic), so a file at its final path is always
+complete: re-running the same command skips those (unless `overwrite=True`) and a killed job resumes where it
+stopped. A bad input is reported and skipped; the others go on. The outcome of all processes is gathered, so
+every process returns the same totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .fileio import atomic_save
+from .image_io import ImageLoadError
+from .image_processing_espcn import DEFAULT_MAX_PIXELS
+from .inference import load_model, upscale
+from .modeling_espcn import ESPCNForImageSuperResolution
+from .video import DEFAULT_BATCH_SIZE, DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, VideoError, is_video, upscale_video
+
+
+@dataclass
+class BatchResult:
+    """What happened to each file, over all processes."""
+
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # complete outputs already there
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
+    num_processes: int = 1
+    shares: list[int] = field(default_factory=list)  # files each process was given, by process index
+
+    def summary(self) -> str:
+        split = f"{self.num_processes} processes: {'+'.join(map(str, self.shares))}" if self.num_processes > 1 else "1 process"
+        return f"{len(self.written)} written, {len(self.skipped)} already there (skipped), {len(self.failed)} failed ({split})"
+
+
+def _save_image(image: Image.Image, target: Path) -> None:
+    # The temporary name ends in .partial, so PIL is told the format of the final name.
+    fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
+
+
+def upscale_files(
+    files: Sequence[str | os.PathLike],
+    outputs: Sequence[str | os.PathLike],
+    model: str | os.PathLike | ESPCNForImageSuperResolution,
+    *,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+    tile_size: int | str | None = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    video_options: dict | None = None,
+    progress: bool = True,
+) -> BatchResult:
+    """Upscale `files[i]` into `outputs[i]` (images or videos, told apart by content), split across processes.
+
+    Args:
+        files, outputs: inputs and their output paths, the same length, in the same order on every process.
+        model: an `ESPCNForImageSuperResolution`, a `save_pretrained` folder or a Hub repo id.
+        overwrite: redo outputs that exist (default: skip them, which is how a killed job resumes).
+        device: where to run; default: this process's accelerate device (its GPU under `accelerate launch` on
+            GPUs), else the model's.
+        tile_size, max_pixels: passed to `upscale` for images.
+        video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size).
+        progress: a tqdm bar on the main process.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+    from tqdm.auto import tqdm
+
+    if len(files) != len(outputs):
+        raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")
+    # Several processes without CUDA (`accelerate launch --multi_gpu` on CPUs): accelerate only picks MULTI_CPU
+    # (gloo) when told `cpu=True`; the training script uses the same rule.
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    if device is None and state.distributed_type != "NO":
+        device = state.device
+    model = load_model(model, device=device)
+
+    pairs = [(Path(f), Path(o)) for f, o in zip(files, outputs, strict=True)]
+    pending = [(f, o) for f, o in pairs if overwrite or not o.exists()]
+    skipped = [str(f) for f, o in pairs if not overwrite and o.exists()]
+    state.wait_for_everyone()  # every process has listed the pending files before anyone writes one
+
+    result = BatchResult(skipped=skipped if state.is_main_process else [], num_processes=state.num_processes)
+    with state.split_between_processes(pending) as share:
+        result.shares = [len(share)]
+        bar = tqdm(
+            share,
+            unit="file",
+            desc=f"x{model.config.upscale_factor}",
+            disable=not (progress and state.is_main_process and len(share) > 1),
+        )
+        for source, target in bar:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if is_video(source):
+                    upscale_video(
+                        source, target, model, device=device, progress=progress and len(pairs) == 1,
+                        **(video_options or {}),
+                    )  # fmt: skip
+                else:
+                    image = upscale(str(source), model, tile_size=tile_size, device=device, max_pixels=max_pixels)
+                    _save_image(image, target)
+            except (ImageLoadError, VideoError, ValueError, OSError, torch.OutOfMemoryError) as error:
+                result.failed.append((str(source), str(error).splitlines()[0] if str(error) else type(error).__name__))
+                continue
+            result.written.append(str(target))
+    if state.num_processes > 1:
+        gathered = gather_object([result])
+        result = BatchResult(
+            written=[w for r in gathered for w in r.written],
+            skipped=[s for r in gathered for s in r.skipped],
+            failed=[f for r in gathered for f in r.failed],
+            num_processes=state.num_processes,
+            shares=[n for r in gathered for n in r.shares],
+        )
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `espcn-hf upscale` that this module adds: resume control and the video encoder settings."""
+    parser.add_argument(
+        "--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, to resume)"
+    )
+    group = parser.add_argument_group("video inputs")
+    group.add_argument("--crf", type=int, default=DEFAULT_CRF, help="video quality, lower is better (0 = lossless)")
+    group.add_argument("--codec", default=DEFAULT_CODEC, help="FFmpeg video encoder (default libx264)")
+    group.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help="output pixel format (default yuv420p)")
+    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="video frames per forward pass")
+
+
+def video_options(args: argparse.Namespace) -> dict:
+    """`upscale_video` keyword arguments from options parsed with `add_arguments` (defaults when absent)."""
+    return {
+        "crf": getattr(args, "crf", DEFAULT_CRF),
+        "codec": getattr(args, "codec", DEFAULT_CODEC),
+        "pix_fmt": getattr(args, "pix_fmt", DEFAULT_PIX_FMT),
+        "batch_size": getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
+    }
+
+
+def output_suffix(source: str | os.PathLike) -> str:
+    """Extension of a default output name: `.mp4` (H.264) for a video input, `.png` for an image."""
+    return ".mp4" if is_video(source) else ".png"
+
+
+__all__ = ["BatchResult", "add_arguments", "output_suffix", "upscale_files", "video_options"]

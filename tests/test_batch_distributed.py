@@ -1,0 +1,141 @@
+"""Batch upscaling (`espcn_hf.batch.upscale_files`): one process in-process, and two processes under
+`accelerate launch --multi_gpu --num_processes 2` (MULTI_CPU over gloo on a machine without GPU), killed with
+SIGKILL mid-job and resumed. The two launches take ~10-15 s on 2 cores (two Python + torch start-ups each)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import natural_image, tiny_model
+from PIL import Image
+
+from espcn_hf import upscale
+from espcn_hf.batch import upscale_files
+from espcn_hf.fileio import is_partial_file
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = Path(sys.executable).with_name("accelerate")
+NUM_IMAGES = 8
+
+
+@pytest.fixture
+def folder(tmp_path) -> tuple[list[Path], list[Path]]:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    files = []
+    for i in range(NUM_IMAGES):
+        path = inputs / f"img{i}.png"
+        Image.fromarray(natural_image(20 + i, 24, seed=i)).save(path)
+        files.append(path)
+    return files, [tmp_path / "out" / f"img{i}_x3.png" for i in range(NUM_IMAGES)]
+
+
+def assert_complete(outputs, files, model) -> None:
+    for source, target in zip(files, outputs, strict=True):
+        expected = np.asarray(upscale(Image.open(source), model))
+        assert np.array_equal(np.asarray(Image.open(target)), expected), target
+
+
+def test_one_process_writes_skips_and_reports_bad_files(folder, tiny_checkpoint, tmp_path):
+    files, outputs = folder
+    bad = tmp_path / "in" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    result = upscale_files([*files, bad], [*outputs, tmp_path / "out" / "broken_x3.png"], tiny_checkpoint)
+    assert len(result.written) == NUM_IMAGES and result.skipped == [] and result.num_processes == 1
+    assert [source for source, _ in result.failed] == [str(bad)] and str(bad) in result.failed[0][1]
+    model = tiny_model(3)
+    assert_complete(outputs, files, model)
+
+    outputs[0].unlink()  # a re-run redoes only what is missing
+    again = upscale_files(files, outputs, tiny_checkpoint)
+    assert again.written == [str(outputs[0])] and len(again.skipped) == NUM_IMAGES - 1
+    assert len(upscale_files(files, outputs, tiny_checkpoint, overwrite=True).written) == NUM_IMAGES
+
+
+JOB = """
+import json, os, sys, time
+from pathlib import Path
+import espcn_hf.batch as batch
+from espcn_hf import upscale
+from accelerate import PartialState
+
+files = [Path(p) for p in json.loads(sys.argv[1])]
+outputs = [Path(p) for p in json.loads(sys.argv[2])]
+delay = float(sys.argv[4])
+
+def slow_upscale(*args, **kwargs):
+    time.sleep(delay)
+    return upscale(*args, **kwargs)
+
+batch.upscale = slow_upscale
+Path(sys.argv[5], f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
+result = batch.upscale_files(files, outputs, sys.argv[3], progress=False)
+state = PartialState()
+report = {"written": result.written, "skipped": result.skipped, "failed": result.failed,
+          "num_processes": result.num_processes, "shares": result.shares, "distributed_type": str(state.distributed_type)}
+Path(sys.argv[5], f"rank{state.process_index}.json").write_text(json.dumps(report))
+"""
+
+
+def launch(script: Path, files, outputs, checkpoint, delay: float, report_dir: Path, **popen) -> subprocess.Popen:
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29547"]
+    command += [str(script), json.dumps([str(f) for f in files]), json.dumps([str(o) for o in outputs])]
+    command += [str(checkpoint), str(delay), str(report_dir)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
+
+
+def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_checkpoint, tmp_path):
+    files, outputs = folder
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(JOB))
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    # 1. A slow job (0.5 s per file), killed with SIGKILL (launcher and both workers) once 2 outputs exist.
+    job = launch(script, files, outputs, tiny_checkpoint, 0.5, reports, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while sum(o.exists() for o in outputs) < 2 or len(list(reports.glob("pid*"))) < 2:
+            assert job.poll() is None, job.stderr.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "no outputs after 120 s"
+            time.sleep(0.05)
+    finally:
+        # torch's launcher starts each worker in its own session: kill the workers by the pids they wrote, then
+        # the launcher (all processes this test started).
+        for pid_file in reports.glob("pid*"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        job.kill()
+        job.wait(timeout=30)
+    done_before = [o for o in outputs if o.exists()]
+    assert 2 <= len(done_before) < NUM_IMAGES, "the job finished before it could be killed"
+    out_dir = outputs[0].parent
+    assert all(o in outputs or is_partial_file(o) for o in out_dir.iterdir())  # nothing half-written by name
+    model = tiny_model(3)
+    assert_complete(done_before, [files[outputs.index(o)] for o in done_before], model)
+
+    # 2. The same command again: the two processes share the remaining files and skip the complete ones.
+    job = launch(script, files, outputs, tiny_checkpoint, 0.0, reports, stderr=subprocess.PIPE)
+    _, stderr = job.communicate(timeout=180)
+    assert job.returncode == 0, stderr.decode()[-3000:]
+    rank0, rank1 = (json.loads((reports / f"rank{i}.json").read_text()) for i in range(2))
+    assert rank0["distributed_type"] == "DistributedType.MULTI_CPU" and rank0["num_processes"] == 2
+    assert rank0["written"] == rank1["written"]  # gathered: both processes know the totals
+    assert sorted(rank0["written"]) == sorted(str(o) for o in outputs if o not in done_before)
+    assert sorted(rank0["skipped"]) == sorted(str(files[outputs.index(o)]) for o in done_before)
+    assert rank0["failed"] == []
+    assert rank0["shares"] == [3, 3] if len(done_before) == 2 else min(rank0["shares"]) >= 1  # both worked
+    assert_complete(outputs, files, model)
