@@ -28,9 +28,18 @@ from PIL import Image
 from .fileio import atomic_save
 from .image_io import ImageLoadError
 from .image_processing_espcn import DEFAULT_MAX_PIXELS
-from .inference import load_model, upscale
+from .inference import upscale
 from .modeling_espcn import ESPCNForImageSuperResolution
-from .video import DEFAULT_BATCH_SIZE, DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PIX_FMT, VideoError, is_video, upscale_video
+from .video import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CODEC,
+    DEFAULT_CRF,
+    DEFAULT_PIX_FMT,
+    VideoError,
+    is_video,
+    placed_model,
+    upscale_video,
+)
 
 
 @dataclass
@@ -92,7 +101,7 @@ def upscale_files(
     state = PartialState(cpu=cpu)
     if device is None and state.distributed_type != "NO":
         device = state.device
-    model = load_model(model, device=device)
+    model = placed_model(model, device)
 
     pairs = [(Path(f), Path(o)) for f, o in zip(files, outputs, strict=True)]
     pending = [(f, o) for f, o in pairs if overwrite or not o.exists()]

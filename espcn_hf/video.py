@@ -29,6 +29,7 @@ Decisions, in the order a reader meets them:
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 from collections.abc import Iterator
@@ -209,6 +210,21 @@ def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def placed_model(
+    model: str | os.PathLike | ESPCNForImageSuperResolution, device: str | torch.device | None
+) -> ESPCNForImageSuperResolution:
+    """The model to run on `device`, placed once for a whole video or batch: loaded from a path/repo id, or the
+    caller's own instance (a copy when it lives on another device; the caller's model is not moved)."""
+    if not isinstance(model, ESPCNForImageSuperResolution):
+        return load_model(model, device=device)
+    if device is None:
+        return model
+    current, wanted = next(model.parameters()).device, torch.device(device)
+    if current.type == wanted.type and (wanted.index is None or wanted.index == current.index):
+        return model
+    return copy.deepcopy(model).to(wanted).eval()
+
+
 def upscale_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -248,7 +264,7 @@ def upscale_video(
         raise VideoError(f"{dst}: refusing to overwrite the input video")
     if codec not in av.codecs_available:
         raise VideoError(f"unknown video encoder {codec!r} in this FFmpeg build")
-    model = model if isinstance(model, ESPCNForImageSuperResolution) else load_model(model, device=device)
+    model = placed_model(model, device)
     r = model.config.upscale_factor
     if scale is not None and scale != r:
         raise ValueError(f"scale={scale} but the model upscales x{r}")
