@@ -5,7 +5,7 @@
     # or hit a running app
     python scripts/load_space.py --url http://127.0.0.1:7860/
 
-Each request upscales `space/examples/test_chart.png` (288x216) x3. Reports completed / failed and the p50 / p95
+Each request upscales `space/examples/set5_bird.png` (288x288) x3. Reports completed / failed and the p50 / p95
 latency (submit to result, queueing included), then checks that the app still answers, and writes the report.
 Exit status 1 when a request was lost or failed or the app stopped answering.
 """
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO_ROOT / "space" / "examples" / "test_chart.png"
+EXAMPLE = REPO_ROOT / "space" / "examples" / "set5_bird.png"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,19 +71,18 @@ def launch_local(random_weights: bool):
     """Start space/app.py's demo in this process; returns (url, demo, model note)."""
     if random_weights:
         root = _random_weight_checkpoints()
-        os.environ["ESPCN_HF_CHECKPOINTS"] = str(root)
         for scale in (2, 3, 4):
             os.environ[f"ESPCN_HF_REPO_X{scale}"] = str(root / f"espcn-x{scale}")
         note = "random weights, default seven-layer architecture (same compute as the trained models)"
     else:
-        note = "the app's own choice (Hub repo, else bundled checkpoints/), see the info line below"
+        note = "the app's own choice (Hub repo or its cache, else the packaged weights), see the info line below"
     spec = importlib.util.spec_from_file_location("espcn_space_app", REPO_ROOT / "space" / "app.py")
     app = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = app
     spec.loader.exec_module(app)
     demo = app.build_demo()
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     return f"http://127.0.0.1:{port}/", demo, note, app
 
 
@@ -190,8 +189,10 @@ def main(argv=None) -> int:
     ]
     if failed:
         report += ["Failures:", ""] + [f"- request {i}: {e}" for i, _, e, _ in failed] + [""]
+    from espcn_hf.fileio import atomic_write_text
+
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text("\n".join(report))
+    atomic_write_text(args.report, "\n".join(report))
     print(f"wrote {args.report}")
     return 0 if not failed and not lost and alive.startswith("yes") else 1
 

@@ -1,41 +1,73 @@
 """ESPCN super-resolution demo (Gradio Space).
 
-    python space/app.py            # http://127.0.0.1:7860 ; works offline with the bundled checkpoints
+    python space/app.py            # http://127.0.0.1:7860 ; works offline with the packaged weights
 
-Models are loaded lazily, once per scale: from the Hub repo (`espcn_hf.pretrained.HUB_REPO_IDS`, or the repo id
-or local folder in ESPCN_HF_REPO_X2 / _X3 / _X4), else, when the Hub cannot be reached, from the bundled
-`checkpoints/espcn-x{r}` (ESPCN_HF_CHECKPOINTS points elsewhere). The result panel says which one ran.
+Models are loaded lazily, once per scale: the Hub repo (`espcn_hf.pretrained.HUB_REPO_IDS`, or the repo id or local
+folder in ESPCN_HF_REPO_X2 / _X3 / _X4) through the normal `from_pretrained` cache, else the weights packaged with
+espcn-hf. The result panel says which one ran, in one neutral line; the reason for a fallback goes to the log.
+
+Resource bounds (a public demo on a small CPU machine):
+- uploads over MAX_FILE_SIZE are refused by the server before they are stored;
+- an image whose header says it is over MAX_INPUT_PIXELS (or MAX_UPLOAD_PIXELS with "downscale first") is refused
+  before its pixels are decoded;
+- two requests run at a time, at most QUEUE_SIZE wait;
+- the per-request output folders live OUTPUT_MAX_AGE_S seconds (long enough for gradio to copy the results into its
+  cache), and gradio's cache (uploads and results) is swept every DELETE_CACHE[0] s of files older than
+  DELETE_CACHE[1] s, so the disk in use is bounded by the request rate times that age.
 """
 
 from __future__ import annotations
 
 import functools
+import io
+import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from espcn_hf import ImageLoadError, load_image, upscale
 from espcn_hf.degradation import imresize  # MATLAB-compatible bicubic, the degradation of the training data
+from espcn_hf.fileio import atomic_save
 from espcn_hf.image_processing_espcn import pil_to_rgb_array
-from espcn_hf.inference import CheckpointError, load_model
-from espcn_hf.pretrained import CHECKPOINT_DIR, HUB_REPO_IDS
+from espcn_hf.metrics import psnr_ssim, quantize_uint8
+from espcn_hf.pretrained import HUB_REPO_IDS, CheckpointError, load_model, packaged_weights, resolve_model
+
+logger = logging.getLogger("espcn_space")
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES_DIR = HERE / "examples"
 SCALES = (2, 3, 4)
 # The largest model input: 1 Mpx in, up to 16 Mpx out at x4, a few seconds on a 2-core CPU.
 MAX_INPUT_PIXELS = 1_000_000
-# The largest upload decoded at all (with "downscale first" it is reduced before the model sees it).
+# The largest upload accepted with "downscale first" (reduced by the scale before the model sees it).
 MAX_UPLOAD_PIXELS = 16_000_000
-HUB_TIMEOUT_S = 5.0
-OUTPUT_MAX_AGE_S = 3600  # per-request output folders older than this are removed
+# The largest upload the server stores at all (a 16 Mpx photo is 3-10 MB as JPEG, up to ~20 MB as PNG).
+MAX_FILE_SIZE = "20mb"
+MAX_FILE_BYTES = 20 * 1024 * 1024
+QUEUE_SIZE = 64
+OUTPUT_MAX_AGE_S = 120
+OUTPUT_ROOT = Path(os.environ.get("ESPCN_SPACE_OUTPUT_DIR") or Path(tempfile.gettempdir()) / "espcn-space-outputs")
+DELETE_CACHE = (60, 600)  # every minute, delete gradio's cached uploads and results older than 10 minutes
+
+PAPER_URL = "https://arxiv.org/abs/1609.05158"
+CODE_URL = "https://github.com/espcn-hf/espcn-hf"
+
+# Real photos from the standard benchmark sets (sources and licences in README.md), with readable labels.
+EXAMPLES = [
+    ("set5_bird.png", 3, True, "Bird (Set5) · x3 of a downscaled copy"),
+    ("set5_butterfly.png", 4, True, "Butterfly (Set5) · x4 of a downscaled copy"),
+    ("bsd100_3096.png", 3, True, "Airplane (BSD100) · x3 of a downscaled copy"),
+    ("set14_comic.png", 2, False, "Comic (Set14) · x2 as it is"),
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -43,74 +75,145 @@ OUTPUT_MAX_AGE_S = 3600  # per-request output folders older than this are remove
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+_REPO_ID = re.compile(r"\b(espcn-hf/[\w.-]+)")
 
 
-def _bundled_folder(scale: int) -> Path:
-    return Path(os.environ.get("ESPCN_HF_CHECKPOINTS", CHECKPOINT_DIR)) / f"espcn-x{scale}"
+def _model_line(source: str) -> str:
+    """espcn_hf's neutral source line as Markdown for visitors: repo ids linked, no server paths."""
+    line = _public(source.removeprefix("model: "))
+    return "Model: " + _REPO_ID.sub(lambda m: f"[{m.group(1)}](https://huggingface.co/{m.group(1)})", line)
 
 
 @functools.lru_cache(maxsize=len(SCALES))
 def get_model(scale: int):
-    """(model, description) for `scale`, loaded once: the Hub repo (or a local folder from the env var), else
-    the bundled checkpoint. Raises `gr.Error` when neither is available."""
-    source = os.environ.get(f"ESPCN_HF_REPO_X{scale}", HUB_REPO_IDS[scale])
-    problems = []
-    if Path(source).is_dir():
+    """(model, one neutral line saying which weights run) for `scale`, loaded once by `resolve_model`: the Hub repo
+    (or a repo id / local folder from ESPCN_HF_REPO_X{scale}) through the normal `from_pretrained` cache, else the
+    weights packaged with espcn_hf. Raises `gr.Error` when nothing loads; causes go to the log, not to visitors."""
+    override = os.environ.get(f"ESPCN_HF_REPO_X{scale}")
+    try:
+        model, source = resolve_model(override, scale)
+        return model, _model_line(source)
+    except CheckpointError as error:
+        logger.warning("x%d: %s", scale, error)
+    if override is not None:  # an explicit model that does not load: the packaged one still serves visitors
         try:
-            return load_model(source), f"local folder `{source}`"
+            folder = packaged_weights(scale)
+            return load_model(folder), f"Model: the weights packaged with espcn-hf ({folder.name})"
         except CheckpointError as error:
-            problems.append(str(error))
-    elif _hub_offline():
-        problems.append("HF_HUB_OFFLINE is set")
-    else:
-        try:
-            from huggingface_hub import HfApi
-
-            HfApi().model_info(source, timeout=HUB_TIMEOUT_S)  # a quick reachability check
-            return load_model(source), f"Hub repo [`{source}`](https://huggingface.co/{source})"
-        except Exception as error:  # no network, DNS failure, 404, ...: fall back to the bundled weights
-            problems.append(f"the Hub repo `{source}` cannot be reached ({type(error).__name__})")
-    bundled = _bundled_folder(scale)
-    if (bundled / "config.json").is_file():
-        try:
-            return load_model(bundled), f"bundled checkpoint `{bundled.name}` ({'; '.join(problems)})"
-        except CheckpointError as error:
-            problems.append(str(error))
-    else:
-        problems.append(f"no bundled checkpoint at {bundled}")
-    raise gr.Error(f"No x{scale} model is available: {'; '.join(problems) or 'no bundled checkpoint'}.")
+            logger.error("x%d: %s", scale, error)
+    raise gr.Error(f"The x{scale} model is not available at the moment. Please try another scale.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The handler
+# Images
 # ----------------------------------------------------------------------------------------------------------------
+
+
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB, or RGBA when the image has transparency (16-bit, float, palette, CMYK...)."""
-    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
-    rgb = Image.fromarray((pil_to_rgb_array(image) * 255.0).round().astype(np.uint8))
+    """Any PIL mode -> 8-bit L, LA, RGB or RGBA: grayscale stays grayscale (so ESPCN gives it back untinted),
+    transparency is kept, 16-bit / float / palette / CMYK images are converted."""
+    if image.mode in ("L", "LA", "RGB", "RGBA"):
+        return image
+    has_alpha = image.mode in ("LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
+    values = quantize_uint8(pil_to_rgb_array(image))
+    converted = Image.fromarray(values[..., 0] if image.mode in _GRAY_MODES else values)
     if has_alpha:
-        rgb.putalpha(image.convert("RGBA").getchannel("A"))
-    return rgb
+        converted.putalpha(image.convert("RGBA").getchannel("A"))
+    return converted
 
 
 def _bicubic(image: Image.Image, factor: float, size: tuple[int, int] | None = None) -> Image.Image:
-    """MATLAB-style bicubic resize (antialiased when reducing) of an 8-bit RGB/RGBA image."""
+    """MATLAB-style bicubic resize (antialiased when reducing) of an 8-bit L/LA/RGB/RGBA image."""
     width, height = image.size
     out_w, out_h = size or (round(width * factor), round(height * factor))
-    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    resized = imresize(array, scale=factor, output_size=(out_h, out_w))
-    values = (resized.clamp(0, 1) * 255.0 + 0.5).floor().to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(np.ascontiguousarray(values))
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        array = array[..., None]
+    resized = imresize(torch.from_numpy(array).permute(2, 0, 1), scale=factor, output_size=(out_h, out_w))
+    values = quantize_uint8(resized.permute(1, 2, 0)).numpy()
+    return Image.fromarray(np.ascontiguousarray(values[..., 0] if values.shape[-1] == 1 else values))
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s'\"\\/:]+[\\/])+([^\s'\"\\/:]*)")
+
+
+def _public(message: str) -> str:
+    """`message` without server paths (a path becomes its file name)."""
+    return _PATH.sub(lambda m: m.group(1) or "the file", message)
+
+
+def _read_upload(image) -> bytes | Image.Image:
+    """The upload as bytes (or the PIL image itself), with the file-size limit of the server applied."""
+    if isinstance(image, Image.Image):
+        return image
+    if isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+    else:
+        path = Path(image)
+        if not path.is_file():
+            raise gr.Error("The upload could not be found on the server; please upload it again.")
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise gr.Error(f"The file is over the upload limit of {MAX_FILE_SIZE.upper()}.")
+        data = path.read_bytes()
+    if len(data) > MAX_FILE_BYTES:
+        raise gr.Error(f"The file is over the upload limit of {MAX_FILE_SIZE.upper()}.")
+    return data
+
+
+def _header_size(data: bytes | Image.Image) -> tuple[int, int]:
+    """Width and height from the image header alone (Pillow decodes no pixels in `Image.open`)."""
+    if isinstance(data, Image.Image):
+        return data.size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                return header.size
+    except Image.DecompressionBombError:
+        raise gr.Error(f"The image is far over the limit of {MAX_UPLOAD_PIXELS:,} pixels.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise gr.Error("This file cannot be used as an image: not an image file, or a format Pillow cannot read.") from None
+
+
+def load_upload(image, scale: int, downscale_first: bool) -> Image.Image:
+    """Check the upload's size from its header (refusing it before decoding), then decode it to 8-bit RGB(A)."""
+    data = _read_upload(image)
+    width, height = _header_size(data)
+    pixels = width * height
+    if downscale_first and pixels > MAX_UPLOAD_PIXELS:
+        raise gr.Error(
+            f"The image is {width}×{height} = {pixels:,} pixels, over the limit of {MAX_UPLOAD_PIXELS:,} pixels "
+            "for “downscale first”. Please resize or crop it first."
+        )
+    if downscale_first and (width // scale) * (height // scale) > MAX_INPUT_PIXELS:
+        raise gr.Error(
+            f"Even downscaled by {scale}, the input would be {width // scale}×{height // scale} pixels, over the "
+            f"limit of {MAX_INPUT_PIXELS:,} pixels. Please pick a larger scale or a smaller image."
+        )
+    if not downscale_first and pixels > MAX_INPUT_PIXELS:
+        raise gr.Error(
+            f"The input is {width}×{height} = {pixels:,} pixels; this demo upscales inputs of up to "
+            f"{MAX_INPUT_PIXELS:,} pixels (about 1000×1000). Crop it, or tick “downscale first”."
+        )
+    try:
+        # bytes, not the path: the loader's messages then name no server file
+        return _to_8bit(load_image(data, max_pixels=MAX_UPLOAD_PIXELS))
+    except ImageLoadError as error:
+        reason = re.sub(r"^image: ", "", str(error))
+        raise gr.Error(f"This file cannot be used as an image: {_public(reason)}") from None
+    except Exception as error:  # anything else Pillow may raise while converting an odd file
+        logger.warning("cannot convert an upload: %r", error)
+        raise gr.Error("This image cannot be processed (an unusual or damaged file).") from None
 
 
 def _output_dir() -> Path:
-    """A fresh folder per request under the system temp dir (old ones are removed)."""
-    root = Path(tempfile.gettempdir()) / "espcn-space-outputs"
-    root.mkdir(exist_ok=True)
+    """A fresh folder per request. Gradio copies the results into its own cache as soon as the handler returns, so
+    folders older than OUTPUT_MAX_AGE_S are removed at each request."""
+    root = OUTPUT_ROOT
+    root.mkdir(parents=True, exist_ok=True)
     now = time.time()
     for old in root.iterdir():
         try:
@@ -121,12 +224,9 @@ def _output_dir() -> Path:
     return Path(tempfile.mkdtemp(dir=root))
 
 
-def _psnr_y(a: Image.Image, b: Image.Image, scale: int) -> float | None:
-    try:
-        from espcn_hf.metrics import psnr
-    except ImportError:  # pragma: no cover
-        return None
-    return psnr(a.convert("RGB"), b.convert("RGB"), scale=scale)
+# ----------------------------------------------------------------------------------------------------------------
+# The handler
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def super_resolve(image, scale, downscale_first: bool = False):
@@ -135,23 +235,17 @@ def super_resolve(image, scale, downscale_first: bool = False):
     Returns ((bicubic_path, espcn_path), info_markdown, espcn_path): the pair for the slider (bicubic upscaling of
     the same input against ESPCN), a summary, and the full-resolution PNG to download. With `downscale_first`, the
     image is first reduced by `scale` with MATLAB-style bicubic, making a real low-resolution input, and the
-    result is compared with the original. Problems raise `gr.Error` with a message for the user.
+    result is compared with the original. Problems raise `gr.Error` with a message for the visitor.
     """
     if image is None:
         raise gr.Error("Upload an image (or pick an example) first.")
     try:
         scale = int(str(scale).lstrip("x"))
     except ValueError:
-        raise gr.Error(f"Scale must be one of x2, x3, x4, got {scale!r}.") from None
+        raise gr.Error(f"Scale must be one of x2, x3, x4, got {str(scale)[:20]!r}.") from None
     if scale not in SCALES:
         raise gr.Error(f"Scale must be one of x2, x3, x4, got x{scale}.")
-    try:
-        original = load_image(image, max_pixels=MAX_UPLOAD_PIXELS)
-        original = _to_8bit(original)
-    except ImageLoadError as error:
-        raise gr.Error(f"This file cannot be used as an image: {error}") from None
-    except Exception as error:  # anything else Pillow may raise while converting an odd file
-        raise gr.Error(f"This image cannot be processed ({type(error).__name__}: {error}).") from None
+    original = load_upload(image, scale, downscale_first)
 
     notes = []
     if downscale_first:
@@ -167,12 +261,6 @@ def super_resolve(image, scale, downscale_first: bool = False):
         )
     else:
         lr = original
-    pixels = lr.width * lr.height
-    if pixels > MAX_INPUT_PIXELS:
-        raise gr.Error(
-            f"The input is {lr.width}×{lr.height} = {pixels:,} pixels; this demo upscales inputs of up to "
-            f"{MAX_INPUT_PIXELS:,} pixels (about 1000×1000). Crop it, or tick “downscale first”."
-        )
 
     model, source = get_model(scale)
     start = time.perf_counter()
@@ -183,18 +271,22 @@ def super_resolve(image, scale, downscale_first: bool = False):
 
     folder = _output_dir()
     espcn_path, bicubic_path = folder / f"espcn_x{scale}.png", folder / f"bicubic_x{scale}.png"
-    result.save(espcn_path, compress_level=3)
-    bicubic.save(bicubic_path, compress_level=3)
+    atomic_save(espcn_path, lambda tmp: result.save(tmp, format="PNG", compress_level=3))
+    atomic_save(bicubic_path, lambda tmp: bicubic.save(tmp, format="PNG", compress_level=3))
 
     info = [
         f"**x{scale}**: {lr.width}×{lr.height} → **{result.width}×{result.height}** pixels, "
         f"model time **{model_ms:.0f} ms** (CPU, {torch.get_num_threads()} threads).",
-        f"Model: {source}.",
+        f"{source}.",
     ]
     if downscale_first:
-        p_bic, p_sr = _psnr_y(bicubic, original, scale), _psnr_y(result, original, scale)
-        if p_bic is not None:
-            info.append(f"PSNR-Y against the original: bicubic {p_bic:.2f} dB, ESPCN {p_sr:.2f} dB.")
+        hr = original.convert("RGB")
+        bic = psnr_ssim(bicubic.convert("RGB"), hr, scale)
+        sr = psnr_ssim(result.convert("RGB"), hr, scale)
+        info.append(
+            f"PSNR-Y / SSIM-Y against the original: bicubic {float(bic.psnr):.2f} dB / {float(bic.ssim):.4f}, "
+            f"ESPCN **{float(sr.psnr):.2f} dB / {float(sr.ssim):.4f}**."
+        )
     info += notes
     info.append("Slider: left bicubic, right ESPCN.")
     return (str(bicubic_path), str(espcn_path)), "\n\n".join(info), str(espcn_path)
@@ -206,7 +298,8 @@ def super_resolve(image, scale, downscale_first: bool = False):
 
 
 class _ImageInput(gr.Image):
-    """gr.Image whose upload preprocessing turns an unreadable file into a friendly message, not an error 500."""
+    """gr.Image whose upload preprocessing turns an unreadable file into a friendly message, not an error 500.
+    (With type="filepath" gradio only opens the header here; the pixels are decoded in the handler.)"""
 
     def get_block_name(self) -> str:
         return "image"
@@ -214,25 +307,30 @@ class _ImageInput(gr.Image):
     def preprocess(self, payload):
         try:
             return super().preprocess(payload)
+        except Image.DecompressionBombError:
+            raise gr.Error(f"The image is far over the limit of {MAX_UPLOAD_PIXELS:,} pixels.") from None
         except Exception as error:
-            raise gr.Error(f"This file cannot be used as an image ({type(error).__name__}).") from None
+            logger.info("unreadable upload: %r", error)
+            raise gr.Error("This file cannot be used as an image.") from None
+
+
+def _intro() -> str:
+    models = " · ".join(f"[x{s}](https://huggingface.co/{HUB_REPO_IDS[s]})" for s in SCALES)
+    return (
+        "# ESPCN super-resolution\n"
+        "Upscale an image x2, x3 or x4 with ESPCN (Shi et al. 2016), a small network whose convolutions all "
+        "run at low resolution before a sub-pixel convolution. Drag the slider to compare with bicubic. "
+        "Tick **downscale first** to turn a sharp photo into a real low-resolution input and see how much "
+        f"of it comes back. Inputs up to {MAX_INPUT_PIXELS:,} pixels.\n\n"
+        f"Models: {models} · Paper: [arXiv 1609.05158]({PAPER_URL}) · Code: [espcn-hf]({CODE_URL})"
+    )
 
 
 def build_demo() -> gr.Blocks:
-    examples = [
-        [str(EXAMPLES_DIR / "test_chart.png"), 3, True],
-        [str(EXAMPLES_DIR / "julia.png"), 2, True],
-        [str(EXAMPLES_DIR / "landscape.png"), 4, False],
-    ]
-    examples = [e for e in examples if Path(e[0]).is_file()]
-    with gr.Blocks(title="ESPCN super-resolution") as demo:
-        gr.Markdown(
-            "# ESPCN super-resolution\n"
-            "Upscale an image x2, x3 or x4 with ESPCN (Shi et al. 2016), a small network whose convolutions all "
-            "run at low resolution before a sub-pixel convolution. Drag the slider to compare with bicubic. "
-            "Tick **downscale first** to turn a sharp photo into a real low-resolution input and see how much "
-            f"of it comes back. Inputs up to {MAX_INPUT_PIXELS:,} pixels."
-        )
+    examples = [(EXAMPLES_DIR / name, s, d, label) for name, s, d, label in EXAMPLES]
+    examples = [e for e in examples if e[0].is_file()]
+    with gr.Blocks(title="ESPCN super-resolution", delete_cache=DELETE_CACHE) as demo:
+        gr.Markdown(_intro(), elem_id="intro")
         with gr.Row():
             with gr.Column():
                 image_in = _ImageInput(
@@ -249,10 +347,17 @@ def build_demo() -> gr.Blocks:
                     value=False,
                     label="Downscale first",
                     info="Reduce the image by the scale (MATLAB-style bicubic) to make a real low-resolution input",
+                    elem_id="downscale",
                 )
                 run = gr.Button("Super-resolve", variant="primary", elem_id="run")
                 if examples:
-                    gr.Examples(examples=examples, inputs=[image_in, scale_in, downscale_in])
+                    gr.Examples(
+                        examples=[[str(path), s, d] for path, s, d, _ in examples],
+                        example_labels=[label for *_, label in examples],
+                        inputs=[image_in, scale_in, downscale_in],
+                        label="Examples (photos from Set5, Set14 and BSD100)",
+                        cache_examples=False,
+                    )
             with gr.Column():
                 slider = gr.ImageSlider(
                     label="Bicubic ↔ ESPCN", type="filepath", format="png", elem_id="result-slider"
@@ -265,17 +370,24 @@ def build_demo() -> gr.Blocks:
             outputs=[slider, info, download],
             api_name="super_resolve",
         )
-    # CPU inference: two requests at a time on a 2-core machine, up to 64 waiting, none dropped silently.
-    demo.queue(default_concurrency_limit=2, max_size=64)
+    # CPU inference: two requests at a time on a 2-core machine, up to QUEUE_SIZE waiting, none dropped silently.
+    demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)
     return demo
 
 
+def launch(demo: gr.Blocks, **kwargs):
+    """`demo.launch` with the demo's limits (upload size; examples folder readable)."""
+    kwargs.setdefault("max_file_size", MAX_FILE_SIZE)
+    kwargs.setdefault("allowed_paths", [str(EXAMPLES_DIR)])
+    return demo.launch(**kwargs)
+
+
 def main() -> None:
-    demo = build_demo()
-    demo.launch(
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    launch(
+        build_demo(),
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        allowed_paths=[str(EXAMPLES_DIR)],
     )
 
 

@@ -1,9 +1,9 @@
 """The Gradio Space: the handler on good and bad images, the launched app through gradio_client, and a real
-browser (Chromium through Playwright) driving the page. Tiny random models stand in for the checkpoints.
+browser (Chromium through Playwright) driving the page. A tiny random x3 model and the packaged x2/x4 weights serve.
 
     pytest tests/test_space.py
-    # the browser test also writes benchmarks/space_screenshot.png, here with the trained checkpoints:
-    ESPCN_HF_SAVE_SCREENSHOT=1 ESPCN_HF_TEST_REAL_CHECKPOINTS=1 pytest tests/test_space.py -m browser
+    # the deploy rehearsal (clean venv, offline Hub cache, Chromium) writes benchmarks/space_screenshot.png:
+    python scripts/rehearse_space.py
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,30 +52,26 @@ def _load_app():
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> Path:
-    """Tiny random models, or the trained ones in checkpoints/ with ESPCN_HF_TEST_REAL_CHECKPOINTS=1 (for a
-    screenshot that shows real results)."""
-    real = REPO_ROOT / "checkpoints"
-    if os.environ.get("ESPCN_HF_TEST_REAL_CHECKPOINTS") and all(
-        (real / f"espcn-x{s}" / "config.json").is_file() for s in (2, 3, 4)
-    ):
-        return real
-    root = tmp_path_factory.mktemp("bundled")
-    for scale in (2, 3, 4):
-        torch.manual_seed(scale)
-        config = ESPCNConfig(upscale_factor=scale, hidden_channels=[8, 8], kernel_sizes=[3, 3, 3])
-        ESPCNForImageSuperResolution(config).save_pretrained(root / f"espcn-x{scale}")
-        ESPCNImageProcessor(upscale_factor=scale).save_pretrained(root / f"espcn-x{scale}")
-    return root
+def local_x3(tmp_path_factory) -> Path:
+    """A tiny random x3 model folder, served through ESPCN_HF_REPO_X3 (x2 and x4 use the packaged weights)."""
+    folder = tmp_path_factory.mktemp("local") / "espcn-x3"
+    torch.manual_seed(3)
+    config = ESPCNConfig(upscale_factor=3, hidden_channels=[8, 8], kernel_sizes=[3, 3, 3])
+    ESPCNForImageSuperResolution(config).save_pretrained(folder)
+    ESPCNImageProcessor(upscale_factor=3).save_pretrained(folder)
+    return folder
 
 
 @pytest.fixture(scope="module")
-def app(checkpoints):
-    """The app module, offline: x3 from a local folder given in ESPCN_HF_REPO_X3, x2/x4 from the bundled dir."""
+def app(local_x3):
+    """The app module, offline: x3 from a local folder given in ESPCN_HF_REPO_X3, x2/x4 from the packaged weights
+    (the Hub cannot be reached and its cache does not hold them)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ESPCN_HF_CHECKPOINTS", str(checkpoints))
-        patch.setenv("ESPCN_HF_REPO_X3", str(checkpoints / "espcn-x3"))
+        patch.setenv("ESPCN_HF_REPO_X3", str(local_x3))
+        patch.delenv("ESPCN_HF_REPO_X2", raising=False)
+        patch.delenv("ESPCN_HF_REPO_X4", raising=False)
         patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import, so set it too
         module = _load_app()
         module.get_model.cache_clear()
         yield module
@@ -107,8 +104,11 @@ def _check_result(result, scale: int, size: tuple[int, int]):
 @pytest.mark.parametrize("scale", [2, 3, 4])
 def test_handler_upscales_by_the_scale(app, tmp_path, scale):
     info = _check_result(app.super_resolve(_png(tmp_path, _photo()), scale, False), scale, (30, 24))
-    expected_source = "local folder" if scale == 3 else "bundled checkpoint"
-    assert expected_source in info
+    if scale == 3:
+        assert "Model: espcn-x3 (local folder)." in info  # the folder's name, not its server path
+    else:  # offline and not in the Hub cache: the packaged copy, said neutrally, with a link to the repo
+        assert f"Model: packaged weights espcn-x{scale} ([espcn-hf/espcn-x{scale}](https://huggingface.co/" in info
+        assert "Error" not in info
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "L", "LA", "P", "I;16", "CMYK"])
@@ -120,7 +120,11 @@ def test_handler_accepts_odd_modes(app, tmp_path, mode):
     else:
         image = _photo(mode=mode)
     path = _png(tmp_path, image, "odd.tif" if mode == "CMYK" else "odd.png")
-    _check_result(app.super_resolve(path, 3, False), 3, (30, 24))
+    result = app.super_resolve(path, 3, False)
+    _check_result(result, 3, (30, 24))
+    (bicubic_path, espcn_path), _, _ = result
+    expected = {"RGBA": "RGBA", "L": "L", "LA": "LA", "P": "RGB", "I;16": "L", "CMYK": "RGB"}[mode]
+    assert Image.open(espcn_path).mode == Image.open(bicubic_path).mode == expected  # grayscale stays untinted
 
 
 def test_handler_keeps_transparency(app, tmp_path):
@@ -142,7 +146,9 @@ def test_downscale_first_makes_a_real_lr_input(app, tmp_path):
     path = _png(tmp_path, _photo(61, 47))  # not a multiple of 3: cropped to 60x45 first
     info = _check_result(app.super_resolve(path, 3, True), 3, (20, 15))
     assert "Downscaled first: 60×45 → 20×15" in info
-    assert re.search(r"PSNR-Y against the original: bicubic [\d.]+ dB, ESPCN [\d.]+ dB", info)
+    assert re.search(
+        r"PSNR-Y / SSIM-Y against the original: bicubic [\d.]+ dB / 0\.\d{4}, ESPCN \*\*[\d.]+ dB / 0\.\d{4}\*\*", info
+    )
 
 
 def test_each_request_gets_its_own_output_file(app, tmp_path):
@@ -159,7 +165,7 @@ def test_each_request_gets_its_own_output_file(app, tmp_path):
         (lambda tmp: _text_file(tmp), "not an image file"),
         (lambda tmp: _truncated_png(tmp), "cannot be used as an image"),
         (lambda tmp: _png(tmp, Image.new("RGB", (1001, 1000))), "1,001,000 pixels"),
-        (lambda tmp: _png(tmp, Image.new("L", (5000, 4000))), "over the limit of 16,000,000"),
+        (lambda tmp: _png(tmp, Image.new("L", (5000, 4000))), "20,000,000 pixels"),
         (lambda tmp: _png(tmp, Image.new("RGB", (1, 40))), "too small"),
     ],
     ids=["none", "corrupt-bytes", "text-file", "truncated", "over-input-limit", "huge", "tiny"],
@@ -167,15 +173,43 @@ def test_each_request_gets_its_own_output_file(app, tmp_path):
 def test_bad_inputs_give_a_friendly_error(app, tmp_path, make, message):
     with pytest.raises(gr.Error) as error:
         app.super_resolve(make(tmp_path), 3, False)
-    assert message in str(error.value.message)
-    assert "Traceback" not in str(error.value.message)
+    text = str(error.value.message)
+    assert message in text
+    assert "Traceback" not in text and "Error" not in text  # no exception names
+    assert str(tmp_path) not in text and "/tmp" not in text  # no server paths
+
+
+def test_huge_upload_is_refused_from_the_header(app, tmp_path, monkeypatch):
+    """A 16 Mpx image is refused (as is, and even downscaled x2) before a single pixel is decoded."""
+    from PIL import ImageFile
+
+    path = _png(tmp_path, Image.new("RGB", (4000, 4000), (90, 120, 150)))
+    decoded = []
+    original_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self) or original_load(self))
+    with pytest.raises(gr.Error, match="16,000,000 pixels; this demo upscales inputs of up to 1,000,000"):
+        app.super_resolve(path, 3, False)
+    with pytest.raises(gr.Error, match="Even downscaled by 2, the input would be 2000×2000"):
+        app.super_resolve(path, 2, True)
+    assert decoded == []
+    bomb = _png(tmp_path, Image.new("1", (20_000, 10_000)), "bomb.png")  # over Pillow's own bomb limit
+    with pytest.raises(gr.Error, match="far over the limit"):
+        app.super_resolve(bomb, 4, True)
+    assert decoded == []
+
+
+def test_upload_over_the_file_size_limit_is_refused(app, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * app.MAX_FILE_BYTES)
+    with pytest.raises(gr.Error, match="over the upload limit of 20MB"):
+        app.super_resolve(str(big), 3, False)
 
 
 def test_big_image_is_accepted_after_downscale_first(app, tmp_path):
-    path = _png(tmp_path, _photo(1800, 1200))  # 2.16 Mpx: refused as is, 600x400 after x3 downscaling
+    path = _png(tmp_path, _photo(1200, 840))  # 1.008 Mpx: refused as is, 400x280 after x3 downscaling
     with pytest.raises(gr.Error, match="Crop it"):
         app.super_resolve(path, 3, False)
-    _check_result(app.super_resolve(path, 3, True), 3, (600, 400))
+    _check_result(app.super_resolve(path, 3, True), 3, (400, 280))
 
 
 def _text_file(tmp: Path) -> str:
@@ -196,7 +230,7 @@ def test_unreachable_hub_falls_back_to_the_bundled_checkpoint(app, monkeypatch):
     import huggingface_hub.constants as hub_constants
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setenv("ESPCN_HF_REPO_X2", "espcn-hf/espcn-x2")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hub_constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
     app.get_model.cache_clear()
     try:
@@ -204,14 +238,16 @@ def test_unreachable_hub_falls_back_to_the_bundled_checkpoint(app, monkeypatch):
     finally:
         app.get_model.cache_clear()
     assert model.config.upscale_factor == 2
-    assert "bundled checkpoint `espcn-x2`" in source and "cannot be reached" in source
+    assert source.startswith("Model: packaged weights espcn-x2 (")  # neutral: no cause, no exception name
+    assert "Error" not in source and "reach" not in source
 
 
 def test_no_model_at_all_is_a_friendly_error(app, monkeypatch, tmp_path):
-    monkeypatch.setenv("ESPCN_HF_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("ESPCN_HF_REPO_X4", str(tmp_path / "no-such-model"))
+    monkeypatch.setattr("espcn_hf.pretrained.WEIGHTS_DIR", tmp_path)  # and nothing packaged
     app.get_model.cache_clear()
     try:
-        with pytest.raises(gr.Error, match="No x4 model is available"):
+        with pytest.raises(gr.Error, match="The x4 model is not available"):
             app.get_model(4)
     finally:
         app.get_model.cache_clear()
@@ -232,6 +268,34 @@ def test_space_readme_front_matter():
     )
 
 
+def test_examples_are_real_photos_with_readable_labels_and_stated_sources(app):
+    readme = (SPACE_DIR / "README.md").read_text()
+    assert len(app.EXAMPLES) >= 3
+    for name, scale, downscale_first, label in app.EXAMPLES:
+        path = app.EXAMPLES_DIR / name
+        assert path.stat().st_size < 200_000
+        with Image.open(path) as image:
+            assert image.mode == "RGB" and min(image.size) >= 200  # a photo, not a thumbnail
+        assert scale in (2, 3, 4) and isinstance(downscale_first, bool)
+        assert f"x{scale}" in label and not re.search(r"\b(true|false)\b", label, re.IGNORECASE)
+        assert f"`{name}`" in readme  # each file's source is stated
+    shipped = {p.name for p in app.EXAMPLES_DIR.iterdir() if p.suffix == ".png"}
+    assert shipped == {name for name, *_ in app.EXAMPLES}  # no synthetic leftovers
+    for source in ("Set5", "Set14", "BSD100", "Licence"):
+        assert source in readme
+
+
+def test_page_links_to_models_paper_and_code(app):
+    demo = app.build_demo()
+    config = demo.get_config_file()
+    markdown = " ".join(str(c["props"].get("value", "")) for c in config["components"] if c["type"] == "markdown")
+    for repo in HUB_REPO_IDS.values():
+        assert f"https://huggingface.co/{repo}" in markdown
+    assert "https://arxiv.org/abs/1609.05158" in markdown and app.CODE_URL in markdown
+    dataset = next(c for c in config["components"] if c["type"] == "dataset")
+    assert dataset["props"]["sample_labels"] == [label for *_, label in app.EXAMPLES]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The launched app
 # ----------------------------------------------------------------------------------------------------------------
@@ -247,7 +311,7 @@ def _free_port() -> int:
 def server(app):
     demo = app.build_demo()
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -257,7 +321,7 @@ def server(app):
 def test_launched_app_through_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
-    client = Client(server, verbose=False)
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
     image = _photo(40, 28)
     slider, info, download = client.predict(
         handle_file(_png(tmp_path, image)), 3, False, api_name="/super_resolve"
@@ -271,8 +335,63 @@ def test_launched_app_through_gradio_client(server, tmp_path):
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(AppError, match="cannot be used as an image"):
+    with pytest.raises(AppError, match="cannot be used as an image") as error:
         client.predict(handle_file(str(bad)), 3, False, api_name="/super_resolve")
+    assert "/tmp" not in str(error.value) and "Error" not in str(error.value)
+
+
+def _folder_bytes(*folders: Path) -> int:
+    return sum(p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file())
+
+
+def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
+    """A bounded burst on 127.0.0.1: every request is served, an upload over max_file_size is refused before it is
+    stored, and the temp folders (gradio's cache and the per-request outputs) shrink back once the results age out
+    (here after 4 s instead of the Space's 10 minutes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client, handle_file
+
+    cache, outputs = tmp_path / "gradio-cache", tmp_path / "outputs"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    monkeypatch.setattr(app, "OUTPUT_ROOT", outputs)
+    monkeypatch.setattr(app, "DELETE_CACHE", (1, 4))
+    monkeypatch.setattr(app, "OUTPUT_MAX_AGE_S", 4)
+    demo = app.build_demo()
+    port = _free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads"))
+        before = _folder_bytes(cache, outputs)
+        photos = [_png(tmp_path, _photo(96 + i, 64), f"burst{i}.png") for i in range(8)]
+
+        def one(path):
+            _, _, download = client.predict(handle_file(path), 4, False, api_name="/super_resolve")
+            return Image.open(download).size
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            sizes = list(pool.map(one, photos))
+        assert sizes == [((96 + i) * 4, 256) for i in range(8)]
+        peak = _folder_bytes(cache, outputs)
+        assert peak > before  # the results were there ...
+
+        huge = tmp_path / "huge.png"
+        huge.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * (app.MAX_FILE_BYTES + 1024))
+        with pytest.raises(Exception, match="(?i)file size|too large|exceeds"):
+            client.predict(handle_file(str(huge)), 3, False, api_name="/super_resolve")
+        assert not [p for p in cache.rglob("huge*")]  # ... the oversize upload was never stored
+
+        time.sleep(4.5)  # the results age out ...
+        last = _png(tmp_path, _photo(20, 20), "last.png")
+        client.predict(handle_file(last), 2, False, api_name="/super_resolve")  # this request sweeps old outputs
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and _folder_bytes(cache, outputs) > before + 100_000:
+            time.sleep(0.5)  # ... and gradio's sweep (every second) removes the cached copies
+        after = _folder_bytes(cache, outputs)
+        print(f"\nburst of 8 x4 requests: temp folders {before:,} B before, {peak:,} B after, {after:,} B later")
+        assert after <= before + 100_000 < peak
+    finally:
+        demo.close()
 
 
 @pytest.mark.browser
@@ -280,11 +399,8 @@ def test_launched_app_through_gradio_client(server, tmp_path):
 def test_real_browser_upload_and_slider(server, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
 
-    path = str(SPACE_DIR / "examples" / "test_chart.png")  # 288x216 -> 864x648 at x3
-    if os.environ.get("ESPCN_HF_SAVE_SCREENSHOT"):
-        shot = REPO_ROOT / "benchmarks" / "space_screenshot.png"
-    else:
-        shot = tmp_path / "space_screenshot.png"
+    path = str(SPACE_DIR / "examples" / "set5_bird.png")  # 288x288 -> 864x864 at x3
+    shot = tmp_path / "space_screenshot.png"
 
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -295,7 +411,7 @@ def test_real_browser_upload_and_slider(server, tmp_path):
             page.locator("#input-image img").first.wait_for(timeout=20_000)  # the upload is shown
             page.get_by_label("x3").check()
             page.locator("#run").click()
-            page.get_by_text("864×648", exact=False).first.wait_for(timeout=30_000)
+            page.get_by_text("864×864", exact=False).first.wait_for(timeout=30_000)
             slider_images = page.locator("#result-slider img")
             slider_images.first.wait_for(timeout=20_000)
             assert slider_images.count() >= 2
@@ -303,7 +419,8 @@ def test_real_browser_upload_and_slider(server, tmp_path):
                 "() => { const i = document.querySelector('#result-slider img'); "
                 "return [i.naturalWidth, i.naturalHeight]; }"
             )
-            assert size == [864, 648]
+            assert size == [864, 864]
+            assert "Bird (Set5)" in page.content()  # the examples show their labels
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()

@@ -1,4 +1,5 @@
-"""Render the sample images of the Space (`space/examples/`) and of the package (`espcn_hf/assets/`).
+"""Render the sample images of the package (`espcn_hf/assets/`). The Space's examples are real photos from the
+standard benchmark sets instead (see space/README.md); this script is not part of the Space upload.
 
 Every image is drawn procedurally here (PIL + numpy, fixed seeds), so there is no third-party content and the
 files can be rebuilt bit for bit:
@@ -158,9 +159,6 @@ def tiles(width: int = 240, height: int = 180) -> Image.Image:
 def main() -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     outputs = {
-        HERE / "test_chart.png": test_chart(),
-        HERE / "julia.png": julia(),
-        HERE / "landscape.png": landscape(),
         ASSETS / "chart.png": test_chart(),
         ASSETS / "julia.png": julia(192, 144, complex(-0.7269, 0.1889)),
         ASSETS / "bricks.png": tiles(),
