@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import natural_image, save_checkpoint, tiny_model
+from conftest import REPO_ROOT, natural_image, save_checkpoint, tiny_model
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, pipeline
 
@@ -136,35 +136,52 @@ REMOTE_SCRIPT = textwrap.dedent(
     else:
         raise SystemExit("espcn_hf is importable; the test would prove nothing")
     import numpy as np, torch
-    from transformers import AutoImageProcessor, AutoModel, AutoModelForImageToImage
-    path = sys.argv[1]
-    model = AutoModel.from_pretrained(path, trust_remote_code=True)
-    model2 = AutoModelForImageToImage.from_pretrained(path, trust_remote_code=True)
-    processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=True)
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    x = torch.from_numpy(np.load(sys.argv[2]))
-    with torch.no_grad():
-        out = model(processor(x)["pixel_values"]).reconstruction
-        out2 = model2(x[None]).reconstruction
-    np.save(sys.argv[3], out.numpy())
-    assert torch.equal(out, out2)
-    print("REMOTE_OK", type(model).__name__, type(processor).__name__, tuple(out.shape))
+    from transformers import AutoImageProcessor, AutoModel, AutoModelForImageToImage, pipeline
+    image = np.load(sys.argv[1])
+    results = {}
+    for path in sys.argv[3:]:
+        model = AutoModel.from_pretrained(path, trust_remote_code=True)
+        model2 = AutoModelForImageToImage.from_pretrained(path, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained(path, trust_remote_code=True)
+        upscaler = pipeline("image-super-resolution", model=path, trust_remote_code=True)
+        for loaded in (model, model2, processor, upscaler):
+            assert type(loaded).__module__.startswith("transformers_modules"), type(loaded).__module__
+        pixel_values = processor(image)["pixel_values"]
+        with torch.no_grad():
+            out = model(pixel_values).reconstruction
+            assert torch.equal(out, model2(pixel_values).reconstruction)
+        results[f"{path}/model"] = out.numpy()
+        results[f"{path}/pipeline"] = np.asarray(upscaler(image))
+        print("REMOTE_OK", type(model).__name__, type(processor).__name__, type(upscaler).__name__)
+    np.savez(sys.argv[2], **results)
     """
 )
 
 
-@pytest.mark.parametrize("preset", ["espcn", "espcn-paper"])
-def test_trust_remote_code_without_the_package(tmp_path, preset):
-    model = ESPCNForImageSuperResolution(
-        ESPCNConfig.from_preset(preset, upscale_factor=2, hidden_channels=[8, 4], kernel_sizes=[5, 3, 3])
-    ).eval()
-    folder = save_checkpoint(model, tmp_path / "repo")
-    x = torch.rand(3, 9, 11)
-    np.save(tmp_path / "x.npy", x.numpy())
+def test_trust_remote_code_without_the_package(tmp_path):
+    """Saved folders of both presets and the packaged folders load with AutoModel, AutoModelForImageToImage,
+    AutoImageProcessor and pipeline(trust_remote_code=True) where espcn_hf cannot be imported, and give what the
+    package gives. (One process for all folders: each start costs seconds.)"""
+    from espcn_hf.pretrained import packaged_weights
+
+    folders = [packaged_weights(3), packaged_weights(3, "espcn-paper")]
+    for preset in ("espcn", "espcn-paper"):
+        model = ESPCNForImageSuperResolution(
+            ESPCNConfig.from_preset(preset, upscale_factor=2, hidden_channels=[8, 4], kernel_sizes=[5, 3, 3])
+        ).eval()
+        folders.append(save_checkpoint(model, tmp_path / f"tiny-{preset}"))
+    image = natural_image(9, 11)
+    np.save(tmp_path / "image.npy", image)
     script = tmp_path / "remote.py"
     script.write_text(REMOTE_SCRIPT)
     result = subprocess.run(
-        [sys.executable, str(script), str(folder), str(tmp_path / "x.npy"), str(tmp_path / "out.npy")],
+        [
+            sys.executable,
+            str(script),
+            str(tmp_path / "image.npy"),
+            str(tmp_path / "out.npz"),
+            *map(str, folders),
+        ],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -172,10 +189,29 @@ def test_trust_remote_code_without_the_package(tmp_path, preset):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE_OK ESPCNForImageSuperResolution ESPCNImageProcessor (1, 3, 18, 22)" in result.stdout
-    with torch.no_grad():
-        expected = model(x[None]).reconstruction.numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, atol=1e-6)
+    ok = "REMOTE_OK ESPCNForImageSuperResolution ESPCNImageProcessor ImageSuperResolutionPipeline"
+    assert result.stdout.count(ok) == len(folders), result.stdout
+    remote = np.load(tmp_path / "out.npz")
+    for folder in folders:
+        model = ESPCNForImageSuperResolution.from_pretrained(folder)
+        with torch.no_grad():
+            expected = model(ESPCNImageProcessor()(image)["pixel_values"]).reconstruction.numpy()
+        np.testing.assert_allclose(remote[f"{folder}/model"], expected, atol=1e-6)
+        local = pipeline("image-super-resolution", model=str(folder))(image)
+        np.testing.assert_array_equal(remote[f"{folder}/pipeline"], np.asarray(local))
+
+
+def test_packaged_folders_carry_the_current_code_and_config():
+    """espcn_hf/weights/* must hold what save_pretrained writes today (code files, auto_map, custom_pipelines,
+    no training loss): otherwise `python scripts/refresh_weights.py` (which never touches the weights)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "refresh_weights", REPO_ROOT / "scripts" / "refresh_weights.py"
+    )
+    refresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refresh)
+    assert refresh.main(["--check"]) == 0, "run: python scripts/refresh_weights.py"
 
 
 def test_tiny_model_helper_is_deterministic():

@@ -61,7 +61,7 @@ class ImageSuperResolutionPipeline(Pipeline):
         if self.image_processor is None:
             self.image_processor = ESPCNImageProcessor(upscale_factor=self.model.config.upscale_factor)
 
-    def _sanitize_parameters(self, max_pixels=None, **kwargs):
+    def _sanitize_parameters(self, max_pixels=None):
         preprocess_params = {} if max_pixels is None else {"max_pixels": max_pixels}
         return preprocess_params, {}, {}
 
@@ -69,15 +69,17 @@ class ImageSuperResolutionPipeline(Pipeline):
         limit = max_pixels if max_pixels is not None else self.image_processor.max_pixels
         if isinstance(image, (str, bytes, os.PathLike)):
             image = _open_image(image, limit)
+        inputs = dict(self.image_processor(image, max_pixels=limit, return_tensors="np"))
         # numpy, not a tensor: transformers' batch collation concatenates "pixel_values" tensors, which fails
-        # for images of different sizes; other values are collated into a list, which `_forward` takes.
-        pixel_values = self.image_processor(image, max_pixels=limit, return_tensors="np")["pixel_values"]
-        return {"pixel_values": pixel_values}
+        # for images of different sizes, while other values are collated into a list, which `_forward` takes.
+        # The rest of the processor's output (original size, mode, alpha) waits for `postprocess`, as one item.
+        pixel_values = inputs.pop("pixel_values")
+        return {"pixel_values": pixel_values, "postprocess_kwargs": inputs}
 
     def _forward(self, model_inputs):
-        batch = model_inputs["pixel_values"]
+        batch, kwargs = model_inputs["pixel_values"], model_inputs["postprocess_kwargs"]
         if not isinstance(batch, list):  # batch_size=1: one (1, C, H, W) array
-            return {"reconstruction": self._run(torch.from_numpy(batch))}
+            return {"reconstruction": self._run(torch.from_numpy(batch)), "postprocess_kwargs": kwargs}
         # A batch: one forward per distinct size (images of one size are stacked), results in input order.
         outputs: list[torch.Tensor | None] = [None] * len(batch)
         by_size: dict[tuple[int, ...], list[int]] = {}
@@ -87,7 +89,7 @@ class ImageSuperResolutionPipeline(Pipeline):
             stacked = torch.from_numpy(np.concatenate([batch[i] for i in indices]))
             for i, out in zip(indices, self._run(stacked), strict=True):
                 outputs[i] = out
-        return {"reconstruction": outputs}
+        return {"reconstruction": outputs, "postprocess_kwargs": kwargs}
 
     def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(self.device)
@@ -97,7 +99,11 @@ class ImageSuperResolutionPipeline(Pipeline):
         reconstruction = model_outputs["reconstruction"]
         if reconstruction.ndim == 3:
             reconstruction = reconstruction[None]
-        return self.image_processor.post_process_super_resolution(reconstruction)[0]
+        return self.image_processor.post_process_super_resolution(
+            reconstruction,
+            upscale_factor=self.model.config.upscale_factor,
+            **model_outputs["postprocess_kwargs"],
+        )[0]
 
 
 def register_pipeline() -> None:

@@ -2,7 +2,8 @@
 
 Like Swin2SR's, it never resizes the model input: it converts to RGB, rescales to [0, 1] and, only when a batch
 mixes sizes, pads each image at the bottom/right (edge replication) to the largest size in the batch. The original
-sizes travel in the `BatchFeature`, and `post_process_super_resolution` crops the padding off the output.
+sizes and modes travel in the `BatchFeature`, and `post_process_super_resolution` crops the padding off the output
+and gives each image back in its own kind: grayscale (L, LA, 16-bit) stays grayscale and untinted, alpha is kept.
 
 This file imports only numpy, PIL, torch and transformers because it is copied flat into Hub repositories for
 `trust_remote_code=True` loading.
@@ -17,19 +18,77 @@ import torch
 from PIL import Image, ImageOps
 from transformers.image_processing_utils import BaseImageProcessor, BatchFeature
 
-# Decompression-bomb guard: the largest input (in pixels) the processor accepts unless told otherwise.
+# Decompression-bomb guard: the largest input (in pixels) the processor accepts unless told otherwise. The same
+# value as `espcn_hf.image_io.DEFAULT_MAX_PIXELS` (this file is uploaded alone, so it cannot import it; a test
+# keeps the two equal).
 DEFAULT_MAX_PIXELS = 36_000_000
+
+# Output modes: what `post_process_super_resolution` and `espcn_hf.upscale` give back for each input mode.
+_GRAY_16_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_OUTPUT_MODES = {"1": "L", "L": "L", "LA": "LA", "La": "LA", "RGBA": "RGBA", "RGBa": "RGBA", "PA": "RGBA"}
+_OUTPUT_MODES.update(dict.fromkeys(_GRAY_16_BIT_MODES, "I;16"))
+
+# Luma of an RGB output for grayscale results: ITU-R BT.601 weights, the ones PIL's convert("L") uses.
+_LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def quantize(values: torch.Tensor, peak: int = 255) -> torch.Tensor:
+    """Floats in [0, 1] -> integer levels 0..peak (float64): clamped, scaled, rounded half away from zero.
+
+    The one rounding rule of the project (MATLAB's uint8 cast, BasicSR's tensor2img): the same arithmetic as
+    `espcn_hf.metrics.quantize_uint8` (float64, so exact for float32/bf16 inputs; NaN -> 0), repeated here only
+    because this file is uploaded alone to Hub repositories; tests/test_image_processing_espcn.py checks that
+    the two agree.
+    """
+    levels = values.detach().to(torch.float64).nan_to_num(0.0).clamp_(0.0, 1.0)
+    return levels.mul_(peak).add_(0.5).floor_()
+
+
+def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
+    """A float (C, H, W) tensor in [0, 1] -> uint8 (H, W, C) numpy (see `quantize` for the rounding)."""
+    return quantize(image.detach()).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def output_mode(image) -> str:
+    """The mode an upscaled copy of `image` gets: "L", "LA", "I;16" (16-bit grayscale), "RGBA" or "RGB".
+
+    Grayscale stays grayscale and alpha is kept; everything else (palette without transparency, CMYK, YCbCr, ...)
+    comes back RGB. Numpy arrays and tensors: (H, W) or one channel -> "L" ("I;16" for uint16), else "RGB".
+    """
+    if isinstance(image, Image.Image):
+        if image.mode == "P" and "transparency" in image.info:
+            return "RGBA"
+        return _OUTPUT_MODES.get(image.mode, "RGB")
+    shape = tuple(getattr(image, "shape", ()))
+    gray = len(shape) == 2 or (
+        len(shape) == 3 and 1 in (shape[0], shape[-1]) and not {3, 4} & {shape[0], shape[-1]}
+    )
+    if not gray:
+        return "RGB"
+    return "I;16" if getattr(image, "dtype", None) == np.uint16 else "L"
+
+
+def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """(the image with its EXIF orientation applied, its alpha channel as an "L" image or None).
+
+    The orientation is applied first, so the alpha matches the rotated pixels.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        return image, image.convert("RGBA").getchannel("A")
+    return image, None
 
 
 def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any PIL image -> float32 RGB array in [0, 1], shape (H, W, 3), EXIF orientation applied.
 
     Handles 1, L, P (palette, with or without transparency), LA, RGBA, CMYK, YCbCr, I;16 (16-bit) and I/F modes.
-    Transparent pixels keep their colour values (the alpha channel is dropped here; `espcn_hf.upscale` upscales it
-    separately and puts it back).
+    Transparent pixels keep their colour values (the alpha channel is dropped here; see `split_alpha`).
     """
     image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if image.mode in _GRAY_16_BIT_MODES:
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         if image.mode == "F" and array.max(initial=0) <= 1.0:
@@ -43,9 +102,44 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:
-    """A float (C, H, W) tensor in [0, 1] -> uint8 (H, W, C) numpy: clamped, rounded to 8-bit levels."""
-    return image.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+def to_output_array(image: torch.Tensor, mode: str = "RGB") -> np.ndarray:
+    """A float (3, H, W) model output in [0, 1] -> the numpy array of an image of `mode` (without alpha).
+
+    "RGB"/"RGBA" -> uint8 (H, W, 3); "L"/"LA" -> uint8 (H, W), the BT.601 luma of the (clamped) RGB output, so
+    a grayscale input comes back untinted; "I;16" -> uint16 (H, W) luma on 16-bit levels.
+    """
+    image = image.detach()
+    if mode in ("RGB", "RGBA"):
+        return to_uint8_hwc(image)
+    if mode not in ("L", "LA", "I;16"):
+        raise ValueError(f"Unknown output mode {mode!r}: expected RGB, RGBA, L, LA or I;16")
+    image = image.clamp(0.0, 1.0)  # the RGB picture first, then its luma
+    if image.shape[0] == 3:
+        weights = torch.tensor(_LUMA_WEIGHTS, dtype=image.dtype, device=image.device)
+        luma = torch.einsum("chw,c->hw", image, weights)
+    else:
+        luma = image[0]
+    if mode == "I;16":
+        return quantize(luma, 65535).to(torch.int32).cpu().numpy().astype(np.uint16)
+    return quantize(luma).to(torch.uint8).cpu().numpy()
+
+
+def to_output_image(image: torch.Tensor, mode: str = "RGB") -> Image.Image:
+    """A float (3, H, W) model output -> a PIL image of `mode` without alpha ("RGB", "L" or "I;16")."""
+    return Image.fromarray(to_output_array(image, mode))
+
+
+def upscale_alpha(alpha: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The alpha channel ("L") resized to the output `size` (width, height) with bicubic interpolation."""
+    return alpha.resize(size, Image.Resampling.BICUBIC)
+
+
+def attach_alpha(image: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    """`image` ("RGB" or "L") with `alpha` upscaled to its size and put back ("RGBA" or "LA")."""
+    if alpha is None:
+        return image
+    image.putalpha(upscale_alpha(alpha, image.size))
+    return image
 
 
 def _to_chw_float(image, rescale_factor: float, do_rescale: bool) -> torch.Tensor:
@@ -101,6 +195,15 @@ class ESPCNImageProcessor(BaseImageProcessor):
         upscale_factor (`int`, *optional*):
             Informational copy of the model's factor, used by `post_process_super_resolution` when the caller
             gives none.
+
+    Example:
+
+    ```python
+    >>> inputs = processor(Image.open("gray.png"))              # pixel_values, original_sizes, original_modes, alphas
+    >>> outputs = model(pixel_values=inputs["pixel_values"])
+    >>> (image,) = processor.post_process_super_resolution(outputs, **processor.post_process_kwargs(inputs))
+    >>> image.mode                                                # "L": grayscale in, grayscale out
+    ```
     """
 
     model_input_names = ["pixel_values"]
@@ -125,8 +228,15 @@ class ESPCNImageProcessor(BaseImageProcessor):
         return output
 
     def preprocess(self, images, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
-        """Images (one or a list: PIL, numpy, torch) -> `BatchFeature` with `pixel_values` (N, 3, H, W) in [0, 1]
-        and `original_sizes` (N, 2)."""
+        """Images (one or a list: PIL, numpy, torch) -> `BatchFeature` with
+
+        - `pixel_values` (N, 3, H, W) in [0, 1], EXIF orientation applied;
+        - `original_sizes` (N, 2): each image's (height, width) before batch padding;
+        - `original_modes`: a list of N output modes ("RGB", "RGBA", "L", "LA", "I;16", see `output_mode`);
+        - `alphas`: a list of N uint8 (H, W) alpha arrays, None for images without alpha.
+
+        Pass the last three to `post_process_super_resolution` (`post_process_kwargs(inputs)` picks them).
+        """
         do_rescale = kwargs.pop("do_rescale", self.do_rescale)
         rescale_factor = kwargs.pop("rescale_factor", self.rescale_factor)
         max_pixels = kwargs.pop("max_pixels", self.max_pixels)
@@ -142,12 +252,17 @@ class ESPCNImageProcessor(BaseImageProcessor):
         if len(images) == 0:
             raise ValueError("No images were given")
 
-        tensors = []
+        tensors, modes, alphas = [], [], []
         for index, image in enumerate(images):
             if isinstance(image, (str, bytes)):
                 raise TypeError(
                     "Pass decoded images (PIL, numpy, torch); load files with espcn_hf.load_image(path) first"
                 )
+            modes.append(output_mode(image))
+            alpha = None
+            if isinstance(image, Image.Image):
+                image, alpha = split_alpha(image)
+            alphas.append(None if alpha is None else np.asarray(alpha))
             tensor = _to_chw_float(image, rescale_factor, do_rescale)
             height, width = tensor.shape[-2:]
             if height < 2 or width < 2:
@@ -176,10 +291,17 @@ class ESPCNImageProcessor(BaseImageProcessor):
         data = {"pixel_values": torch.stack(tensors), "original_sizes": torch.tensor(sizes, dtype=torch.long)}
         if return_tensors in (None, "np"):
             data = {k: v.numpy() for k, v in data.items()}
+        data.update(original_modes=modes, alphas=alphas)
         return BatchFeature(data=data)
 
     def __call__(self, images, **kwargs) -> BatchFeature:
         return self.preprocess(images, **kwargs)
+
+    @staticmethod
+    def post_process_kwargs(inputs) -> dict:
+        """The entries of a `preprocess` result that `post_process_super_resolution` takes."""
+        keys = ("original_sizes", "original_modes", "alphas")
+        return {key: inputs[key] for key in keys if key in inputs}
 
     def post_process_super_resolution(
         self,
@@ -187,15 +309,28 @@ class ESPCNImageProcessor(BaseImageProcessor):
         original_sizes=None,
         upscale_factor: int | None = None,
         output_type: str = "pil",
+        original_modes: Sequence[str] | None = None,
+        alphas: Sequence[np.ndarray | None] | None = None,
     ):
         """Model output (`ImageSuperResolutionOutput` or a (N, 3, H, W) tensor) -> a list of images.
 
-        Values are clamped to [0, 1] and rounded to 8 bits; with `original_sizes` (from `preprocess`) the padding
-        of a mixed-size batch is cropped off. `output_type`: "pil", "np" (uint8 HWC) or "pt" (float CHW).
+        Values are clamped to [0, 1] and rounded (see `quantize`); with `original_sizes` (from `preprocess`) the
+        padding of a mixed-size batch is cropped off. With `original_modes` and `alphas` each image comes back in
+        its input's kind: grayscale as the luma of the output ("L", or 16-bit "I;16"), alpha upscaled with
+        bicubic and put back ("LA", "RGBA"); without them every image is RGB.
+
+        `output_type`: "pil"; "np" (uint8 (H, W, C) for RGB, (H, W) for grayscale, uint16 for "I;16", with the
+        alpha as a last channel when there is one); or "pt" (float (C, H, W): 3 channels, or 1 for grayscale).
         """
         reconstruction = getattr(outputs, "reconstruction", outputs)
         if not isinstance(reconstruction, torch.Tensor) or reconstruction.ndim != 4:
             raise ValueError("Expected a model output with a (batch, channels, height, width) reconstruction")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        count = reconstruction.shape[0]
+        for name, values in (("original_modes", original_modes), ("alphas", alphas)):
+            if values is not None and len(values) != count:
+                raise ValueError(f"{name} has {len(values)} entries for a batch of {count} images")
         factor = upscale_factor or self.upscale_factor
         results = []
         for i, image in enumerate(reconstruction.detach().float().cpu()):
@@ -204,13 +339,30 @@ class ESPCNImageProcessor(BaseImageProcessor):
                     raise ValueError("upscale_factor is needed to crop padding off a mixed-size batch")
                 height, width = (int(v) for v in original_sizes[i])
                 image = image[:, : height * factor, : width * factor]
-            image = image.clamp(0.0, 1.0)
+            mode = "RGB" if original_modes is None else original_modes[i]
+            alpha = None if alphas is None or alphas[i] is None else Image.fromarray(np.asarray(alphas[i]))
             if output_type == "pt":
+                image = image.clamp(0.0, 1.0)
+                if mode in ("L", "LA", "I;16"):
+                    weights = torch.tensor(_LUMA_WEIGHTS).view(3, 1, 1)
+                    image = (image * weights).sum(0, keepdim=True)
                 results.append(image)
                 continue
-            array = to_uint8_hwc(image)
-            results.append(array if output_type == "np" else Image.fromarray(array))
+            pil = attach_alpha(to_output_image(image, mode), alpha)
+            results.append(np.asarray(pil) if output_type == "np" else pil)
         return results
 
 
-__all__ = ["ESPCNImageProcessor", "pil_to_rgb_array", "to_uint8_hwc", "DEFAULT_MAX_PIXELS"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ESPCNImageProcessor",
+    "attach_alpha",
+    "output_mode",
+    "pil_to_rgb_array",
+    "quantize",
+    "split_alpha",
+    "to_output_array",
+    "to_output_image",
+    "to_uint8_hwc",
+    "upscale_alpha",
+]
