@@ -157,19 +157,18 @@ def render_comparison(
 
     Args:
         model: an `ESPCNForImageSuperResolution` (not modified).
-        hr: the HR photo (uint8 H x W x 3 or a PIL image), at least `crop` pixels each way.
+        hr: the HR photo (uint8 H x W x 3 or a PIL image); a smaller photo than `crop` gives a smaller crop.
         source: what the photo is, for the caption (e.g. "`img_004` of Urban100").
     """
     from .inference import upscale_tensor
 
     r = model.config.upscale_factor
     array = np.asarray(hr.convert("RGB") if isinstance(hr, Image.Image) else hr)
-    hr_t = mod_crop(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].double() / 255.0, r)
-    size = crop - crop % r
-    if min(hr_t.shape[-2:]) < size:
-        raise ValueError(
-            f"the comparison photo must be at least {size}x{size} pixels, got {tuple(hr_t.shape[-2:])}"
-        )
+    hr_t = mod_crop(torch.from_numpy(np.array(array, dtype=np.float64)).permute(2, 0, 1)[None] / 255.0, r)
+    size = min(crop, *hr_t.shape[-2:])
+    size -= size % r
+    if size < 2 * r + 11:  # the protocol's border crop and an 11x11 SSIM window must fit
+        raise ValueError(f"the comparison photo is too small: {tuple(hr_t.shape[-2:])}")
     lr = bicubic_degrade(hr_t, r)
     bicubic = quantize_uint8(imresize(lr, scale=r))
     was_training = model.training

@@ -6,11 +6,13 @@
 What it measures (medians over --repeats runs after warm-up, batch 1):
   * milliseconds per 1080p output frame: x3 from 640x360, x2 from 960x540, x4 from 480x270, for the seven-layer
     default and the paper preset (end to end: RGB in, Y through the net, CbCr bicubic, RGB out), for each inference
-    path of `espcn_hf.inference.prepare_for_inference`, next to PIL bicubic and OpenCV's ESPCN (same frame);
+    mode of `espcn_hf.inference.INFERENCE_MODES` (dtype and memory format given to `upscale_tensor`), next to
+    PIL bicubic and OpenCV's ESPCN (same frame);
   * achieved GFLOP/s of the network (2 * MACs / time) and its ratio to a 4096x4096 fp32 matmul measured here;
   * peak resident memory of a tiled x4 upscale of a 4000x3000 image (fresh subprocess), and that the tiled
     output equals the untiled one on an image that fits both ways.
-Weights do not change the speed; the bundled checkpoints are used where present, random init otherwise.
+Weights do not change the speed; the packaged weights are used where present, random init otherwise.
+Every output file is written atomically (`espcn_hf.fileio`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ import torch
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
-from espcn_hf.inference import INFERENCE_PATHS, prepare_for_inference, upscale_tensor
+from espcn_hf.fileio import atomic_write_text
+from espcn_hf.inference import INFERENCE_MODES, parse_tile_size, upscale_tensor
+from espcn_hf.metrics import quantize_uint8
+from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 REPO = Path(__file__).resolve().parents[1]
 PEERS = REPO.parent / "shared" / "data" / "peers"
@@ -56,7 +61,7 @@ def test_frame(height: int, width: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:height, 0:width] / max(height, width)
     base = np.stack([np.sin(9 * x), np.cos(7 * y), np.sin(5 * (x + y))], -1) * 0.35 + 0.5
-    return (np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1) * 255).astype(np.uint8)
+    return quantize_uint8(base + rng.normal(0, 0.05, base.shape))
 
 
 def matmul_gflops(device: str, repeats: int, dtype=torch.float32) -> float:
@@ -68,10 +73,10 @@ def matmul_gflops(device: str, repeats: int, dtype=torch.float32) -> float:
 
 
 def load_net(preset: str, scale: int) -> ESPCNForImageSuperResolution:
-    name = f"espcn-x{scale}" if preset == "espcn" else f"espcn-paper-x{scale}"
-    folder = REPO / "checkpoints" / name
-    if (folder / "model.safetensors").is_file():
-        return ESPCNForImageSuperResolution.from_pretrained(folder).eval()
+    try:
+        return ESPCNForImageSuperResolution.from_pretrained(packaged_weights(scale, preset)).eval()
+    except CheckpointError:
+        pass
     torch.manual_seed(0)
     return ESPCNForImageSuperResolution(ESPCNConfig.from_preset(preset, upscale_factor=scale)).eval()
 
@@ -91,7 +96,7 @@ def opencv_espcn(scale: int):
     return sr
 
 
-def speed_rows(device: str, repeats: int, matmul: float, paths: list[str], tile) -> list[dict]:
+def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile) -> list[dict]:
     rows = []
     sync = torch.cuda.synchronize if device == "cuda" else None
     for scale, (height, width) in FRAMES.items():
@@ -110,15 +115,17 @@ def speed_rows(device: str, repeats: int, matmul: float, paths: list[str], tile)
         for label, ms in peer_ms.items():
             rows.append({"scale": scale, "lr": f"{width}x{height}", "method": label, "ms": ms})
         for preset in ("espcn", "espcn-paper"):
-            base = load_net(preset, scale).to(device)
-            macs = base.num_macs_per_pixel() * height * width
-            for path in paths:
+            model = load_net(preset, scale).to(device)
+            macs = model.num_macs_per_pixel() * height * width
+            for path in modes:
                 if path == "bf16" and device == "cpu" and not torch.backends.mkldnn.is_available():
                     continue
-                model = prepare_for_inference(base, path)
+                options = INFERENCE_MODES[path]
                 with torch.inference_mode():
                     ms = median_ms(
-                        lambda model=model, lr=lr: upscale_tensor(model, lr, tile_size=tile),
+                        lambda model=model, lr=lr, options=options: upscale_tensor(
+                            model, lr, tile_size=tile, **options
+                        ),
                         repeats,
                         sync=sync,
                     )
@@ -200,6 +207,14 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tile_size(value: str) -> int | str | None:
+    """argparse type over `inference.parse_tile_size` (its ValueError becomes a usage error)."""
+    try:
+        return parse_tile_size(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,12 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", choices=("cpu", "cuda", "all"), default="all")
-    parser.add_argument("--paths", nargs="+", default=None, help=f"inference paths, from {INFERENCE_PATHS}")
+    parser.add_argument(
+        "--paths",
+        nargs="+",
+        default=list(INFERENCE_MODES),
+        choices=list(INFERENCE_MODES),
+        help="inference modes",
+    )
     parser.add_argument(
         "--tile",
-        type=lambda v: v if v == "auto" else (int(v) or None),
+        type=tile_size,
         default="auto",
-        help="tile_size for the network rows: 'auto' (what upscale() does), 0 = whole frame",
+        help="tile_size for the network rows: 'auto' (what upscale() does), 0 or 'none' = whole frame",
     )
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--out", default=str(REPO / "benchmarks"))
@@ -223,7 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for device in devices:
-        paths = args.paths or [p for p in INFERENCE_PATHS if device == "cuda" or p != "cuda-bf16"]
         matmul = matmul_gflops(device, args.repeats)
         report = {
             "device": device if device == "cpu" else torch.cuda.get_device_name(),
@@ -234,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": args.repeats,
             "matmul_gflops": matmul,
             "tile": args.tile,
-            "rows": speed_rows(device, args.repeats, matmul, paths, args.tile),
+            "rows": speed_rows(device, args.repeats, matmul, args.paths, args.tile),
         }
         if device == "cpu" and not args.skip_memory:
             baseline, peak = peak_memory_mb(3000, 4000, "512")
@@ -244,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"speed_{device}.md").write_text(markdown)
-        (out / f"speed_{device}.json").write_text(json.dumps(report, indent=2))
+        atomic_write_text(out / f"speed_{device}.md", markdown)
+        atomic_write_text(out / f"speed_{device}.json", json.dumps(report, indent=2))
     return 0
 
 

@@ -24,7 +24,7 @@ import torch
 from espcn_hf.data import BENCHMARK_SETS, load_benchmark
 from espcn_hf.evaluation import OPENCV_PEERS, bicubic_upscaler, evaluate, opencv_upscaler
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.inference import load_model
+from espcn_hf.inference import load_model, parse_tile_size
 from espcn_hf.visualization import save_evaluation_picture
 
 NO_MODEL = "bicubic-only"
@@ -41,20 +41,11 @@ def model_name(model: str) -> str:
 
 
 def tile_size(value: str) -> int | str | None:
-    # TODO(H3b): use espcn_hf.inference.parse_tile_size once it lands (one parser for the CLI and scripts).
-    if value == "auto":
-        return "auto"
-    if value in ("none", "0"):
-        return None
+    """argparse type over `inference.parse_tile_size` (its ValueError becomes a usage error)."""
     try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected 'auto', 'none' or a positive integer, got {value!r}"
-        ) from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"expected 'auto', 'none' or a positive integer, got {value!r}")
-    return size
+        return parse_tile_size(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def environment(device: str) -> dict:

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from espcn_hf.evaluation import EvalReport
+from espcn_hf.fileio import atomic_save
 from espcn_hf.training import read_metrics
 
 # Published bicubic (MATLAB imresize) PSNR-Y on Set5, used when a run does not record its own baseline.
@@ -23,10 +25,14 @@ BICUBIC_SET5 = {2: 33.66, 3: 30.39, 4: 28.42}
 
 
 def baseline_from_eval_json(path: Path, metric: str) -> tuple[int, float]:
-    """(scale, bicubic PSNR-Y) of the validation set named by `metric` (e.g. set5_psnr) in an evaluation JSON."""
-    data = json.loads(path.read_text())
-    set_name = {key.lower(): key for key in data["results"]}[metric.split("_")[0]]
-    return data["scale"], data["results"][set_name]["bicubic"]["psnr_y"]
+    """(scale, bicubic PSNR-Y) of the validation set named by `metric` (e.g. set5_psnr) in a results file."""
+    report = EvalReport.from_json(path)
+    wanted = metric.split("_")[0]
+    set_name = next((s for s in report.sets if s.lower() == wanted), None)
+    scores = report.scores(set_name, "bicubic") if set_name else None
+    if scores is None:
+        raise SystemExit(f"error: {path} has no bicubic result for {wanted} (sets: {report.sets})")
+    return report.scale, scores.psnr_y
 
 
 def load_run(run_dir: Path, metric: str) -> dict:
@@ -103,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     by_step.legend(loc="lower right")
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output, dpi=120)
+    atomic_save(args.output, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     print(f"wrote {args.output}")
     return 0
 

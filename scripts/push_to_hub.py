@@ -1,32 +1,40 @@
 """Publish a checkpoint to the Hugging Face Hub (a thin command line over `espcn_hf.hub`).
 
     # write exactly the folder that would be uploaded, print its files; no network
-    python scripts/push_to_hub.py checkpoints/espcn-x3 --repo-id espcn-hf/espcn-x3 --dry-run hub/espcn-x3
+    python scripts/push_to_hub.py espcn_hf/weights/espcn-x3 --repo-id espcn-hf/espcn-x3 --dry-run hub/espcn-x3
 
-    # prepare the folder, then create the repo (if needed) and upload it (needs `huggingface-cli login` or HF_TOKEN)
-    python scripts/push_to_hub.py checkpoints/espcn-x3 --repo-id espcn-hf/espcn-x3 [--private] [--revision BRANCH]
+    # prepare the folder, then create the repo (if needed) and upload it (needs `hf auth login` or HF_TOKEN)
+    python scripts/push_to_hub.py espcn_hf/weights/espcn-x3 --repo-id espcn-hf/espcn-x3 [--private] [--revision BRANCH]
 
-The model card (README.md) is rendered from `model_card.md` with the numbers of the evaluation files
-`benchmarks/eval_<name>_x<scale>.json` (or those given with --eval). Re-running the dry run re-renders it.
+The model card (README.md) is rendered from the package's template with the numbers of the results files
+`benchmarks/eval_<name>_x<scale>.json` of this repository (or those given with --eval), and the comparison picture
+is drawn on a benchmark photo (--comparison-image). Re-running the dry run re-renders both.
 Exit status: 0 done, 1 the push failed (the message names the ready folder), 2 bad checkpoint or arguments.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
 from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint
 
 EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+DATA_DIR = Path(os.environ.get("ESPCN_HF_DATA_DIR") or REPO.parent / "shared" / "data")
+# A Set14 photo where ESPCN's gain over bicubic is plain to see (zebra stripes: about +6 dB on the chosen crop).
+COMPARISON_PHOTO = DATA_DIR / "benchmarks" / "Set14" / "zebra.png"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "checkpoint", type=Path, help="folder written by save_pretrained (e.g. checkpoints/espcn-x3)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
+    parser.add_argument("checkpoint", type=Path, help="folder written by save_pretrained")
     parser.add_argument("--repo-id", required=True, help="Hub repository, e.g. espcn-hf/espcn-x3")
     parser.add_argument("--private", action="store_true", help="create the repository as private")
     parser.add_argument("--revision", help="branch to push to (created if needed); default: main")
@@ -35,7 +43,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dest="eval_json",
         action="append",
         type=Path,
-        help="evaluation JSON for the card (repeatable); default: benchmarks/eval_*_x<scale>.json of this checkpoint",
+        help=f"results file for the card (repeatable); default: {BENCHMARKS}/eval_<name>_x<scale>.json",
+    )
+    parser.add_argument(
+        "--comparison-image",
+        type=Path,
+        default=COMPARISON_PHOTO,
+        help="HR photo for the card's before/after picture ('none': no picture)",
     )
     parser.add_argument(
         "--dry-run",
@@ -49,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def default_eval_files(checkpoint: Path) -> list[Path]:
+    """`benchmarks/eval_<folder name>_x<scale>.json` when it exists."""
+    config = json.loads((checkpoint / "config.json").read_text())
+    path = BENCHMARKS / f"eval_{checkpoint.resolve().name}_x{config.get('upscale_factor')}.json"
+    return [path] if path.is_file() else []
+
+
 def list_folder(folder: Path) -> None:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         print(f"  {path.relative_to(folder)}  ({path.stat().st_size:,} bytes)")
@@ -59,10 +80,19 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.checkpoint / "config.json").is_file():
         print(f"error: {args.checkpoint}: not a checkpoint folder (no config.json)", file=sys.stderr)
         return EXIT_USAGE
+    eval_files = args.eval_json if args.eval_json is not None else default_eval_files(args.checkpoint)
+    photo = None if str(args.comparison_image) == "none" else args.comparison_image
+    if photo is not None and not photo.is_file():
+        print(f"note: no comparison picture, {photo} does not exist", file=sys.stderr)
+        photo = None
     try:
         if args.dry_run is not None:
             folder = prepare_upload_folder(
-                args.checkpoint, args.dry_run, eval_json_paths=args.eval_json, repo_id=args.repo_id
+                args.checkpoint,
+                args.dry_run,
+                eval_json_paths=eval_files,
+                repo_id=args.repo_id,
+                comparison_image=photo,
             )
             print(f"dry run: the upload folder for {args.repo_id} is {folder}")
             list_folder(folder)
@@ -73,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             private=args.private,
             revision=args.revision,
             folder=args.folder,
-            eval_json_paths=args.eval_json,
+            eval_json_paths=eval_files,
+            comparison_image=photo,
         )
     except HubError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -3,8 +3,8 @@
     python scripts/summarize_results.py                 # print the section
     python scripts/summarize_results.py --write-readme  # replace it in README.md (between the results markers)
 
-Sources: `benchmarks/eval_<model>_x<r>.json` (scripts/evaluate.py) and `benchmarks/speed_cpu.json`
-(scripts/benchmark.py). Each target of the project's issues is printed with the measured figure and met / NOT met.
+Sources: `benchmarks/eval_<model>_x<r>.json` (`espcn_hf.evaluation.EvalReport` files of scripts/evaluate.py) and
+`benchmarks/speed_cpu.json` (scripts/benchmark.py). Each target of the project's issues is printed with the measured figure and met / NOT met.
 tests/test_results_summary.py checks that README.md holds exactly what this script prints.
 """
 
@@ -14,6 +14,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
+
+from espcn_hf.evaluation import EvalReport, format_scores
+from espcn_hf.fileio import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -43,28 +46,26 @@ def quality_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     targets = []
     commands = []
     for (name, scale), wanted in QUALITY_TARGETS.items():
-        data = _load(benchmarks / f"eval_{name}_x{scale}.json")
-        if data is None:
+        path = benchmarks / f"eval_{name}_x{scale}.json"
+        report = EvalReport.from_json(path) if path.is_file() else None
+        if report is None:
             lines.append(f"| {name} | x{scale} | " + " | ".join("not evaluated" for _ in SETS) + " | | |")
             targets += [f"| {name} {s} >= {v} | not evaluated | NOT met |" for s, v in wanted.items()]
             continue
-        results = data["results"]
-        cells = []
-        for s in SETS:
-            m = results.get(s, {}).get(name)
-            cells.append(f"{m['psnr_y']:.2f} / {m['ssim_y']:.4f}" if m else "–")
-        bicubic = results["Set5"]["bicubic"]["psnr_y"]
-        peer = results["Set5"].get("opencv-espcn", {}).get("psnr_y")
-        lines.append(
-            f"| {name} | x{scale} | " + " | ".join(cells) + f" | {bicubic:.2f} | {peer:.2f} |"
-            if peer is not None
-            else f"| {name} | x{scale} | " + " | ".join(cells) + f" | {bicubic:.2f} | – |"
-        )
+        cells = [format_scores(report.scores(s, name)) for s in SETS]
+        baselines = [report.scores("Set5", m) for m in ("bicubic", "opencv-espcn")]
+        baseline_cells = [f"{b.psnr_y:.2f}" if b else "–" for b in baselines]
+        lines.append(f"| {name} | x{scale} | " + " | ".join(cells + baseline_cells) + " |")
         for s, minimum in wanted.items():
-            got = results[s][name]["psnr_y"]
+            scores = report.scores(s, name)
+            if scores is None:
+                targets.append(f"| {name} {s} PSNR-Y >= {minimum} | not evaluated | NOT met |")
+                continue
+            got = scores.psnr_y
             verdict = "met" if got >= minimum else f"**NOT met** ({got - minimum:+.2f} dB)"
             targets.append(f"| {name} {s} PSNR-Y >= {minimum} | {got:.2f} | {verdict} |")
-        commands.append(f"`{data['command']}` ({data['seconds']:.0f} s)")
+        seconds = f" ({report.seconds:.0f} s)" if report.seconds is not None else ""
+        commands.append(f"`{report.command}`{seconds}")
     if commands:
         lines += ["", "Commands: " + "; ".join(commands) + "."]
     return lines, targets
@@ -121,11 +122,12 @@ def speed_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     if "tiling_max_diff" in data:
         ok = "met" if data["tiling_max_diff"] <= 1e-5 else "**NOT met**"
         targets.append(f"| tiled == untiled (max abs diff <= 1e-5) | {data['tiling_max_diff']:.1e} | {ok} |")
-    timing = _load(benchmarks / "eval_time" / "eval_espcn-x3_x3.json")
-    if timing:
-        ok = "met" if timing["seconds"] < 120 else "**NOT met**"
+    timing_path = benchmarks / "eval_time" / "eval_espcn-x3_x3.json"
+    timing = EvalReport.from_json(timing_path) if timing_path.is_file() else None
+    if timing is not None and timing.seconds is not None:
+        ok = "met" if timing.seconds < 120 else "**NOT met**"
         targets.append(
-            f"| one model on the four sets in < 2 min: `{timing['command']}` | {timing['seconds']:.0f} s | {ok} |"
+            f"| one model on the four sets in < 2 min: `{timing.command}` | {timing.seconds:.0f} s | {ok} |"
         )
     return lines, targets
 
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     section = build()
     if args.write_readme:
         readme = REPO / "README.md"
-        readme.write_text(replace_section(readme.read_text(), section))
+        atomic_write_text(readme, replace_section(readme.read_text(), section))
         print(f"updated {readme}")
     else:
         print(section)

@@ -1,11 +1,14 @@
-"""Hub publishing: the upload folder, its model card, and a push that fails clearly without token or network.
+"""Hub publishing: the upload folder, its model card, the comparison picture, and a push that fails clearly without
+token or network.
 
 Everything runs offline on a tiny random model. The real push + pull test only runs with HF_TOKEN set.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import re
@@ -19,19 +22,34 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
+from espcn_hf.evaluation import EvalReport
 from espcn_hf.hub import (
     COMPARISON_FILE,
+    HUB_PIPELINE_TAG,
+    PIPELINE_TASK,
     REQUIRED_FILES,
     HubError,
     prepare_upload_folder,
     push_checkpoint,
 )
+from espcn_hf.metrics import psnr_ssim, quantize_uint8
+from espcn_hf.modelcard import BENCHMARK_DATASETS, SOURCE_URL
+from espcn_hf.visualization import render_comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PUSH_SCRIPT = REPO_ROOT / "scripts" / "push_to_hub.py"
-UPLOAD_FILES = {*REQUIRED_FILES, "README.md", COMPARISON_FILE}
+RUN_NOTE = "stopped by the budget at step 30199"
+
+
+def _natural_photo(height: int = 120, width: int = 132) -> np.ndarray:
+    """Stripes and edges at several orientations: something a SR model can beat bicubic on."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    stripes = 0.5 + 0.45 * np.sign(np.sin((x + 0.6 * y) / 3.1))
+    rings = 0.5 + 0.4 * np.cos(np.hypot(x - 40, y - 50) / 2.3)
+    return quantize_uint8(np.stack([stripes, rings, 0.5 * (stripes + rings)], axis=-1))
 
 
 def _tiny_checkpoint(folder: Path, scale: int = 3) -> Path:
@@ -41,29 +59,35 @@ def _tiny_checkpoint(folder: Path, scale: int = 3) -> Path:
     )
     model.save_pretrained(folder)
     ESPCNImageProcessor(upscale_factor=scale).save_pretrained(folder)
+    # The training record a run leaves beside the weights, with a free-text note the card must not quote.
+    record = {"commands": [f"python scripts/train.py ...  ({RUN_NOTE})"], "train_dirs": ["T91", "BSD200"]}
+    record |= {"loss": "l1", "batch_size": 16, "patch_size": 32, "augment": True, "learning_rate": 0.001}
+    (folder / "training_config.json").write_text(json.dumps(record))
+    (folder / "eval_results.json").write_text(json.dumps({"step": 1234, "set5_psnr": 30.0}))
     return folder
-
-
-@pytest.fixture(autouse=True)
-def _no_real_evaluations(tmp_path_factory, monkeypatch):
-    """Cards in these tests use the fixture JSONs only, not whatever benchmarks/ holds in this checkout."""
-    monkeypatch.setattr("espcn_hf.hub.BENCHMARK_DIR", tmp_path_factory.mktemp("empty-benchmarks"))
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    # Named like a real checkpoint so that the card's model name matches the evaluation file's "name".
+    # Named like a real checkpoint so that the card's model name matches the results file's method.
     return _tiny_checkpoint(tmp_path_factory.mktemp("ckpts") / "espcn-x3")
 
 
 @pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("photo") / "stripes.png"
+    Image.fromarray(_natural_photo()).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
 def eval_json(tmp_path_factory) -> Path:
-    """An evaluation file in the schema of scripts/evaluate.py, with deliberately long decimals."""
+    """A results file (EvalReport JSON), with deliberately long decimals."""
     data = {
         "model": "checkpoints/espcn-x3",
         "name": "espcn-x3",
         "scale": 3,
-        "command": "python scripts/evaluate.py --model checkpoints/espcn-x3 --scale 3 --benchmarks Set5 Set14",
+        "command": "python scripts/evaluate.py --model checkpoints/espcn-x3 --scale 3 --sets Set5 Set14",
         "results": {
             "Set5": {
                 "bicubic": {"psnr_y": 30.391234, "ssim_y": 0.868211, "psnr_rgb": 28.4},
@@ -87,30 +111,22 @@ def eval_json(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def dry_run(checkpoint, eval_json, tmp_path_factory):
-    """The folder written by `push_to_hub.py --dry-run`, and what the script printed."""
+def _push_script():
     spec = importlib.util.spec_from_file_location("push_to_hub", PUSH_SCRIPT)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    out = tmp_path_factory.mktemp("dry") / "espcn-x3"
-    import contextlib
-    import io
+    return script
 
+
+@pytest.fixture(scope="module")
+def dry_run(checkpoint, eval_json, photo, tmp_path_factory):
+    """The folder written by `push_to_hub.py --dry-run`, and what the script printed."""
+    out = tmp_path_factory.mktemp("dry") / "espcn-x3"
     printed = io.StringIO()
+    argv = [str(checkpoint), "--repo-id", "espcn-hf/espcn-x3", "--dry-run", str(out)]
+    argv += ["--eval", str(eval_json), "--comparison-image", str(photo)]
     with contextlib.redirect_stdout(printed):
-        code = script.main(
-            [
-                str(checkpoint),
-                "--repo-id",
-                "espcn-hf/espcn-x3",
-                "--dry-run",
-                str(out),
-                "--eval",
-                str(eval_json),
-            ]
-        )
-    assert code == 0
+        assert _push_script().main(argv) == 0
     return out, printed.getvalue()
 
 
@@ -127,16 +143,39 @@ def _front_matter(card: str) -> dict:
     return yaml.safe_load(match.group(1))
 
 
+def _listed_files(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The folder
+# ----------------------------------------------------------------------------------------------------------------
+
+
 def test_dry_run_writes_exactly_the_upload_folder(dry_run):
     folder, printed = dry_run
-    files = {p.name for p in folder.iterdir()}
-    assert files == UPLOAD_FILES
-    for name in UPLOAD_FILES:
+    files = _listed_files(folder)
+    code = {"configuration_espcn.py", "modeling_espcn.py", "image_processing_espcn.py", "pipeline_espcn.py"}
+    assert files >= {*REQUIRED_FILES, COMPARISON_FILE, *code}
+    assert not {f for f in files if not f.endswith((".py", ".json", ".md", ".png", ".safetensors"))}
+    for name in files:
         assert name in printed, f"the dry run did not list {name}"
     config = json.loads((folder / "config.json").read_text())
     assert set(config["auto_map"]) >= {"AutoConfig", "AutoModel", "AutoModelForImageToImage"}
     processor = json.loads((folder / "preprocessor_config.json").read_text())
     assert processor["auto_map"]["AutoImageProcessor"] == "image_processing_espcn.ESPCNImageProcessor"
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folder left behind"
+
+
+def test_the_hub_snippet_task_is_a_custom_pipeline_of_the_folder(dry_run):
+    """The Hub shows `pipeline(<pipeline_tag>, model=REPO, trust_remote_code=True)`; transformers 5 removed the
+    image-to-image task, so the tag must be served by the folder's own custom pipeline (issue 8, item 2)."""
+    folder, _ = dry_run
+    front = _front_matter((folder / "README.md").read_text())
+    tasks = json.loads((folder / "config.json").read_text())["custom_pipelines"]
+    assert front["pipeline_tag"] == HUB_PIPELINE_TAG and front["library_name"] == "transformers"
+    assert {front["pipeline_tag"], PIPELINE_TASK} <= set(tasks)
+    assert tasks[front["pipeline_tag"]] == tasks[PIPELINE_TASK]
 
 
 def test_dry_run_folder_loads_in_process(dry_run, checkpoint):
@@ -199,93 +238,258 @@ def test_dry_run_folder_loads_with_remote_code_without_espcn_hf(dry_run, checkpo
     assert "REMOTE-CODE-OK ESPCNForImageSuperResolution ESPCNImageProcessor" in result.stdout
 
 
-def test_card_numbers_come_from_the_eval_json(dry_run, eval_json):
+def _as_hub_snapshot(folder: Path, cache: Path, repo_id: str) -> None:
+    """Lay `folder` out as the Hub cache holds a downloaded repository (what `HF_HUB_OFFLINE=1` loads by id)."""
+    import shutil
+
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    sha = "0" * 40
+    shutil.copytree(folder, repo / "snapshots" / sha)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(sha)
+
+
+def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, tmp_path):
+    """The card's transformers snippets and the one the Hub generates from `pipeline_tag` run as a visitor would
+    copy them: by repo id (from the Hub cache, offline), in a process where espcn_hf cannot be imported."""
     folder, _ = dry_run
     card = (folder / "README.md").read_text()
-    data = json.loads(eval_json.read_text())
-    assert "{{" not in card and "}}" not in card, "an unfilled placeholder is left in the card"
-
-    front = _front_matter(card)
-    assert front["license"] == "apache-2.0"
-    assert front["library_name"] == "transformers"
-    assert front["pipeline_tag"] == "image-to-image"
-    assert {"super-resolution", "image-to-image", "espcn", "pytorch"} <= set(front["tags"])
-    [entry] = front["model-index"]
-    assert entry["name"] == "espcn-x3"
-    indexed = {}
-    for result in entry["results"]:
-        bench = result["dataset"]["type"]
-        for metric in result["metrics"]:
-            indexed[(bench, metric["type"])] = metric["value"]
-    expected = {}
-    for bench, methods in data["results"].items():
-        expected[(bench.lower(), "psnr")] = round(methods["espcn-x3"]["psnr_y"], 4)
-        expected[(bench.lower(), "ssim")] = round(methods["espcn-x3"]["ssim_y"], 4)
-    assert indexed == expected
-
-    # The table: one row per benchmark, "PSNR / SSIM" per method in the JSON's method order.
-    rows = {line.split("|")[1].strip(): line for line in card.splitlines() if line.startswith("| Set")}
-    assert set(rows) == set(data["results"])
-    for bench, methods in data["results"].items():
-        cells = [c.strip().strip("*") for c in rows[bench].strip().strip("|").split("|")[1:]]
-        wanted = [f"{methods[m]['psnr_y']:.2f} / {methods[m]['ssim_y']:.4f}" for m in data["methods"]]
-        assert cells == wanted, bench
-    assert data["command"] in card, "the card must quote the command that produced its numbers"
-    assert f"![HR crop, bicubic and ESPCN side by side]({COMPARISON_FILE})" in card
-    assert "@inproceedings{shi2016real" in card
-    assert "espcn-hf/espcn-x3" in card  # usage snippets point at the repo
+    snippets = [s for s in re.findall(r"```python\n(.*?)```", card, re.DOTALL) if "espcn_hf" not in s]
+    assert len(snippets) == 2
+    hub_snippet = (
+        "from PIL import Image\nfrom transformers import pipeline\n"
+        f'pipe = pipeline("{HUB_PIPELINE_TAG}", model="espcn-hf/espcn-x3", trust_remote_code=True)\n'
+        'assert pipe(Image.open("photo.png")).size == (3 * 20, 3 * 16)\n'
+    )
+    checks = [
+        'assert Image.open("photo_x3.png").size == (3 * 20, 3 * 16)',
+        "assert image.size == (3 * 20, 3 * 16)",
+    ]
+    program = ['import sys\nsys.modules["espcn_hf"] = None\n']
+    for snippet, check in zip(snippets, checks, strict=True):
+        program.append(f"{snippet}\n{check}\n")
+    program.append(hub_snippet + 'print("SNIPPETS-OK")\n')
+    Image.fromarray(_natural_photo(16, 20)).save(tmp_path / "photo.png")
+    cache = tmp_path / "hub-cache"
+    _as_hub_snapshot(folder, cache, "espcn-hf/espcn-x3")
+    env = _hub_free_env(tmp_path) | {"HF_HUB_CACHE": str(cache)}
+    result = subprocess.run(
+        [sys.executable, "-c", "\n".join(program)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SNIPPETS-OK" in result.stdout
 
 
-def test_card_without_evaluation_says_so(checkpoint, tmp_path):
-    folder = prepare_upload_folder(checkpoint, tmp_path / "up", eval_json_paths=[], comparison=False)
-    card = (folder / "README.md").read_text()
-    assert "model-index" not in _front_matter(card)
-    assert "has not been evaluated yet" in card
-
-
-def test_eval_json_of_another_scale_is_refused(checkpoint, eval_json, tmp_path):
+def test_a_failed_prepare_keeps_the_old_folder(checkpoint, eval_json, tmp_path):
+    """The folder is swapped in only when complete: a refused results file leaves the previous folder as it was."""
+    out = prepare_upload_folder(checkpoint, tmp_path / "up", comparison=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     other = json.loads(eval_json.read_text()) | {"scale": 4}
-    path = tmp_path / "eval_espcn-x3_x4.json"
-    path.write_text(json.dumps(other))
+    bad = tmp_path / "eval_espcn-x3_x4.json"
+    bad.write_text(json.dumps(other))
     with pytest.raises(HubError, match="x4"):
-        prepare_upload_folder(checkpoint, tmp_path / "up", eval_json_paths=[path], comparison=False)
+        prepare_upload_folder(checkpoint, out, eval_json_paths=[bad])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_espcn-x3_x4.json", "up"]
 
 
 def test_bad_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(HubError, match="config.json"):
+    with pytest.raises(HubError, match="empty"):
         prepare_upload_folder(tmp_path / "empty", tmp_path / "up")
+    assert not (tmp_path / "up").exists()
+
+
+def test_a_loaded_model_makes_the_same_folder(checkpoint, tmp_path):
+    """For tests that lay the repository out as a Hub snapshot: a model object is enough."""
+    model = ESPCNForImageSuperResolution.from_pretrained(checkpoint)
+    folder = prepare_upload_folder(model, tmp_path / "snap", repo_id="me/tiny", comparison=False)
+    assert {*REQUIRED_FILES} <= _listed_files(folder)
+    assert "me/tiny" in (folder / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The card
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_card_numbers_come_from_the_results_file(dry_run, eval_json):
+    from huggingface_hub import ModelCard
+
+    folder, _ = dry_run
+    card = (folder / "README.md").read_text()
+    report = EvalReport.from_json(eval_json)
+    assert "{{" not in card and "}}" not in card, "an unfilled placeholder is left in the card"
+
+    front = _front_matter(card)
+    assert front["license"] == "apache-2.0"
+    assert {"super-resolution", "image-to-image", "espcn", "pytorch"} <= set(front["tags"])
+    # The model-index, parsed back by huggingface_hub, holds this model's numbers per benchmark Hub dataset.
+    results = ModelCard.load(folder / "README.md").data.eval_results
+    indexed = {(r.dataset_type, r.metric_type): r.metric_value for r in results}
+    expected = {}
+    for set_name in report.sets:
+        scores = report.scores(set_name, "espcn-x3")
+        expected[(BENCHMARK_DATASETS[set_name], "psnr")] = round(scores.psnr_y, 4)
+        expected[(BENCHMARK_DATASETS[set_name], "ssim")] = round(scores.ssim_y, 4)
+    assert indexed == expected
+
+    # The table: one row per benchmark, "PSNR / SSIM" per method, this model last.
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in card.splitlines()
+        if line.startswith("| Set") and not line.startswith("| Set |")
+    }
+    assert set(rows) == set(report.sets)
+    for set_name in report.sets:
+        cells = [c.strip().strip("*") for c in rows[set_name].strip().strip("|").split("|")[1:]]
+        wanted = [
+            f"{report.scores(set_name, m).psnr_y:.2f} / {report.scores(set_name, m).ssim_y:.4f}"
+            for m in report.methods
+        ]
+        assert cells == wanted, set_name
+    assert report.command in card, "the card must quote the command that produced its numbers"
+    assert "@inproceedings{shi2016real" in card
+    assert 'pipeline("image-super-resolution", model="espcn-hf/espcn-x3", trust_remote_code=True)' in card
+
+
+def test_card_metadata_is_what_the_hub_expects(dry_run):
+    """Issue 8 item 6: datasets are Hub ids (benchmarks listed), a link to the code, no internal run notes."""
+    folder, _ = dry_run
+    card = (folder / "README.md").read_text()
+    front = _front_matter(card)
+    assert set(BENCHMARK_DATASETS.values()) <= set(front["datasets"])
+    assert all("/" in dataset for dataset in front["datasets"]), front["datasets"]
+    for entry in front["model-index"][0]["results"]:
+        assert entry["dataset"]["type"] in BENCHMARK_DATASETS.values()
+    assert SOURCE_URL in card
+    assert RUN_NOTE not in card and '"commands"' not in card
+    assert "T91" in card and "step 1,234" in card  # the training facts are there, in prose
+
+
+def test_card_without_evaluation_says_so(checkpoint, tmp_path):
+    folder = prepare_upload_folder(checkpoint, tmp_path / "up", comparison=False)
+    card = (folder / "README.md").read_text()
+    assert "model-index" not in _front_matter(card)
+    assert "has not been evaluated yet" in card
+    assert COMPARISON_FILE not in card and not (folder / COMPARISON_FILE).exists()
+
+
+def test_evaluation_picture_beside_the_json_is_uploaded(checkpoint, eval_json, tmp_path):
+    data_dir = tmp_path / "bench"
+    data_dir.mkdir()
+    json_path = data_dir / eval_json.name
+    json_path.write_text(eval_json.read_text())
+    Image.new("RGB", (30, 20), (200, 10, 10)).save(json_path.with_suffix(".png"))
+    folder = prepare_upload_folder(checkpoint, tmp_path / "up", eval_json_paths=[json_path], comparison=False)
+    assert (folder / "evaluation.png").is_file()
+    assert "](evaluation.png)" in (folder / "README.md").read_text()
+
+
+def test_unknown_template_placeholder_is_refused(checkpoint, tmp_path):
+    template = tmp_path / "card.md"
+    template.write_text("---\nlicense: apache-2.0\n---\n# {{ model_name }} {{ not_a_field }}\n")
+    with pytest.raises(HubError, match="not_a_field"):
+        prepare_upload_folder(checkpoint, tmp_path / "up", template=template, comparison=False)
+
+
+def test_package_code_does_not_read_the_checkout():
+    """Issue 8: nothing in espcn_hf/ reaches into the repository around it: the card template is package data
+    (in the wheel), the results files and the photo are passed in by the scripts."""
+    import importlib.resources
+
+    import espcn_hf
+    from espcn_hf import evaluation, hub, modelcard, visualization
+
+    package = Path(espcn_hf.__file__).resolve().parent
+    assert importlib.resources.files("espcn_hf").joinpath(modelcard.DEFAULT_TEMPLATE).is_file()
+    pyproject = (REPO_ROOT / "pyproject.toml").read_text()
+    assert "templates/*.md" in pyproject, "the template must be package data of the wheel"
+    assert not (REPO_ROOT / "model_card.md").exists(), "one template, inside the package"
+    for module in (hub, modelcard, evaluation, visualization):
+        for name, value in vars(module).items():
+            if isinstance(value, Path):
+                assert package in value.resolve().parents, f"{module.__name__}.{name} = {value}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The comparison picture
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_comparison_is_the_crop_where_the_model_gains_most(checkpoint, photo):
+    """A real photo crop (not a chart), scored under the protocol, chosen where ESPCN beats bicubic most."""
+    from espcn_hf.degradation import bicubic_degrade, imresize
+    from espcn_hf.inference import upscale_tensor
+
+    model = ESPCNForImageSuperResolution.from_pretrained(checkpoint).eval()
+    hr = _natural_photo()
+    result = render_comparison(model, hr, source="stripes", crop=48)
+    left, top, right, bottom = result.box
+    assert (right - left, bottom - top) == (48, 48)
+    assert result.image.size == (3 * 96 + 8, 96 + 18)
+
+    hr_t = torch.from_numpy(hr.astype(np.float64) / 255).permute(2, 0, 1)[None]
+    lr = bicubic_degrade(hr_t, 3)
+    bicubic = quantize_uint8(imresize(lr, scale=3))
+    sr = quantize_uint8(upscale_tensor(model, lr.float()))
+    hr_u8 = quantize_uint8(hr_t)
+
+    def gain(y: int, x: int) -> float:
+        window = (..., slice(y, y + 48), slice(x, x + 48))
+        ref = hr_u8[window]
+        p_sr = psnr_ssim(sr[window], ref, 3, crop_border=0, with_ssim=False).psnr
+        p_bic = psnr_ssim(bicubic[window], ref, 3, crop_border=0, with_ssim=False).psnr
+        return float(p_sr - p_bic)
+
+    grid = [(y, x) for y in range(0, 120 - 48 + 1, 24) for x in range(0, 132 - 48 + 1, 24)]
+    assert gain(top, left) == pytest.approx(max(gain(y, x) for y, x in grid), abs=1e-9)
+    window = (..., slice(top, bottom), slice(left, right))
+    assert result.psnr_model == pytest.approx(float(psnr_ssim(sr[window], hr_u8[window], 3).psnr))
+    assert result.psnr_bicubic == pytest.approx(float(psnr_ssim(bicubic[window], hr_u8[window], 3).psnr))
+    caption = result.caption(3)
+    assert f"{result.psnr_bicubic:.2f} dB (bicubic)" in caption and "stripes" in caption
+
+
+def test_card_shows_the_comparison_of_the_photo(dry_run):
+    folder, _ = dry_run
+    card = (folder / "README.md").read_text()
+    assert f"![HR crop, bicubic and ESPCN side by side]({COMPARISON_FILE})" in card
+    assert "`stripes` of photo" in card and "dB (ESPCN) on this crop" in card
+    with Image.open(folder / COMPARISON_FILE) as image:
+        assert image.format == "PNG" and image.width > 3 * image.height // 2
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The push
+# ----------------------------------------------------------------------------------------------------------------
 
 
 def test_push_without_token_fails_clearly_after_preparing_the_folder(checkpoint, eval_json, tmp_path):
     folder = tmp_path / "upload"
     result = subprocess.run(
-        [
-            sys.executable,
-            str(PUSH_SCRIPT),
-            str(checkpoint),
-            "--repo-id",
-            "espcn-hf/espcn-x3",
-            "--folder",
-            str(folder),
-            "--eval",
-            str(eval_json),
-        ],
+        [sys.executable, str(PUSH_SCRIPT), str(checkpoint), "--repo-id", "espcn-hf/espcn-x3"]
+        + ["--folder", str(folder), "--eval", str(eval_json), "--comparison-image", "none"],
         env=_hub_free_env(tmp_path) | {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 1, result.stderr[-2000:]
     assert "no HF token" in result.stderr and "huggingface-cli login" in result.stderr
     assert str(folder) in result.stderr
     assert "Traceback" not in result.stderr
-    assert {p.name for p in folder.iterdir()} == UPLOAD_FILES
+    assert set(REQUIRED_FILES) <= _listed_files(folder)
 
 
 @pytest.mark.parametrize("setting", ["unreachable-endpoint", "offline"])
 def test_push_without_network_fails_clearly_after_preparing_the_folder(
-    setting, checkpoint, eval_json, tmp_path, monkeypatch
+    setting, checkpoint, tmp_path, monkeypatch
 ):
     import huggingface_hub.constants as hub_constants
 
@@ -297,7 +501,7 @@ def test_push_without_network_fails_clearly_after_preparing_the_folder(
     with pytest.raises(HubError, match="cannot reach the Hub") as error:
         push_checkpoint(checkpoint, "espcn-hf/espcn-x3", token="hf_not_a_real_token", folder=folder)
     assert f"the folder is ready at {folder.resolve()}" in str(error.value)
-    assert {p.name for p in folder.iterdir()} == UPLOAD_FILES
+    assert set(REQUIRED_FILES) <= _listed_files(folder)
 
 
 @pytest.mark.skipif(
@@ -316,21 +520,8 @@ def test_real_push_and_pull(checkpoint, eval_json, tmp_path):
         )
         assert repo_id in url
         local = snapshot_download(repo_id, cache_dir=tmp_path / "cache")
-        assert {p.name for p in Path(local).iterdir()} >= UPLOAD_FILES
+        assert {p.name for p in Path(local).iterdir()} >= set(REQUIRED_FILES)
         model = AutoModel.from_pretrained(repo_id, trust_remote_code=True, cache_dir=tmp_path / "cache")
         assert model.config.upscale_factor == 3
     finally:
         api.delete_repo(repo_id, missing_ok=True)
-
-
-def test_evaluation_picture_beside_the_json_is_uploaded(checkpoint, eval_json, tmp_path):
-    data_dir = tmp_path / "bench"
-    data_dir.mkdir()
-    json_path = data_dir / eval_json.name
-    json_path.write_text(eval_json.read_text())
-    from PIL import Image
-
-    Image.new("RGB", (30, 20), (200, 10, 10)).save(json_path.with_suffix(".png"))
-    folder = prepare_upload_folder(checkpoint, tmp_path / "up", eval_json_paths=[json_path], comparison=False)
-    assert (folder / "evaluation.png").is_file()
-    assert "](evaluation.png)" in (folder / "README.md").read_text()
