@@ -77,3 +77,20 @@ def test_export_command(tiny_checkpoint, tmp_path, capsys):
     assert onnx_export.run(_parse([str(tmp_path / "missing"), "-o", str(tmp_path / "y.onnx")])) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error:") and "\n" not in error and not (tmp_path / "y.onnx").exists()
+
+
+def test_model_card_snippet_gives_the_package_output(tmp_path, rgb_image):
+    """The onnxruntime usage shown on the model card (numpy only) reproduces `espcn_hf.upscale` to one level."""
+    from espcn_hf import upscale
+
+    model = tiny_model(3)
+    path = export_onnx(model, tmp_path / "model.onnx")
+    # --- the card's snippet ---
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    image = np.asarray(rgb_image.convert("RGB"), dtype=np.float32) / 255
+    (out,) = session.run(None, {"pixel_values": image.transpose(2, 0, 1)[None]})
+    sr = (np.clip(out[0], 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+    # ---
+    expected = np.asarray(upscale(rgb_image, model))
+    assert sr.shape == expected.shape
+    assert np.abs(sr.astype(int) - expected.astype(int)).max() <= 1
