@@ -218,3 +218,15 @@ def test_tiny_model_helper_is_deterministic():
     x = torch.rand(1, 3, 5, 5)
     with torch.no_grad():
         assert torch.equal(tiny_model(2)(x).reconstruction, tiny_model(2)(x).reconstruction)
+
+
+def test_pipeline_gives_each_image_back_in_its_own_mode(tiny_checkpoint):
+    """Grayscale stays grayscale and alpha is kept, also in a batch of mixed sizes and modes."""
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    gray = Image.fromarray(natural_image(12, 14)).convert("L")
+    images = [gray, Image.fromarray(natural_image(9, 7)), gray.convert("LA"), gray.convert("RGBA")]
+    one_by_one = [sr(image) for image in images]
+    assert [o.mode for o in one_by_one] == ["L", "RGB", "LA", "RGBA"]
+    for got, want in zip(sr(images, batch_size=3), one_by_one, strict=True):
+        assert got.mode == want.mode
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

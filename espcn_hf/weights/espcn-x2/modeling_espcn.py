@@ -167,13 +167,12 @@ class ESPCNPreTrainedModel(PreTrainedModel):
     @staticmethod
     def _check_weights(model, name: str, source, kwargs: dict) -> None:
         """Refuse non-floating-point tensors in the file (transformers casts them silently) and non-finite values."""
-        hub_kwargs = {
-            k: kwargs[k] for k in ("cache_dir", "revision", "token", "local_files_only") if k in kwargs
-        }
-        path = cached_file(
+        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "revision", "token") if k in kwargs}
+        path = cached_file(  # the file from_pretrained has just read: local, or in the Hub cache
             source,
             SAFE_WEIGHTS_NAME,
             subfolder=kwargs.get("subfolder", ""),
+            local_files_only=True,
             _raise_exceptions_for_missing_entries=False,
             **hub_kwargs,
         )
