@@ -7,9 +7,9 @@ random flip / 90-degree rotation applied to both. (Degrading each HR patch on it
 patch border.)
 
 Caching. Each HR image is decoded once into a uint8 numpy array (H, W, 3) and its LR once; both stay in memory
-for the life of the dataset. Cost: `sum(H*W*3) * (1 + 1/r**2)` bytes: T91 + BSD200 (291 images) at x3 is
-120 MB (108 MB HR + 12 MB LR, measured; start-up 1.5 s on 2 CPU cores, see
-`benchmarks/data_throughput.md`). DataLoader workers started with `fork` share these pages (nothing writes to
+for the life of the dataset. Cost: `sum(H*W*3) * (1 + 1/r**2)` bytes: T91 + BSD200 + BSDS500test (490 images
+usable at x3 with 32x32 patches) is 223 MB at x3, decoded in 2.6-7 s on the shared 2-core CPU (see
+`benchmarks/data_throughput_cpu.md`). DataLoader workers started with `fork` share these pages (nothing writes to
 them); with `spawn` each worker gets a copy. DIV2K train HR (800 images of about 2040x1356) needs about 7.4 GB
 at x3 (8.3 GB at x2) and several minutes to decode; use `max_images` on small machines.
 
@@ -579,6 +579,18 @@ class DevicePatchSampler:
         its previous batch: on CPU a fresh 60 MB float tensor costs more in page faults than the crops
         themselves; measured 22 ms vs 2 ms for a 512 x 96 x 96 x 3 conversion on one core).
         """
+        if self.device.type == "cpu":
+            # One thread: these are memory-bound copies, and on a busy shared CPU two OpenMP threads made them
+            # 3-15x slower (spin-waiting); toggling costs under a microsecond.
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._batch(step, out)
+            finally:
+                torch.set_num_threads(threads)
+        return self._batch(step, out)
+
+    def _batch(self, step: int, out: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         image, y, x, t = self.indices(step)
         draws = torch.from_numpy(np.stack([image, y, x]))
         if self.device.type == "cuda":

@@ -1,147 +1,257 @@
-"""Is the data pipeline fast enough? Patches/s the DataGenerator delivers vs patches/s one training step
-consumes.
+"""Training-data throughput: the device path (`DevicePatchSampler`) and the DataLoader path, side by side.
 
-    python scripts/benchmark_data.py                       # T91 + BSD200, x3, 17x17 LR, batch 64, 2 workers
-    python scripts/benchmark_data.py --folders my/images --workers 4 --out benchmarks/data_throughput.md
+    python scripts/benchmark_data.py --device cpu    # -> benchmarks/data_throughput_cpu.json (+ .md)
+    python scripts/benchmark_data.py --device cuda   # -> benchmarks/data_throughput_cuda.json (+ .md)
 
-Both numbers are measured in the same run on the same machine: (1) a DataLoader over
-`DataGenerator.from_folder(..., mode="train")` (fork workers, default collate), (2) forward + backward + Adam
-step of the seven-layer model `ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=scale))` on batches of
-the same shape. The ratio data/train should be well above 1 (target >= 5), so the loader never starves
-training.
+Measured in the same run on the same machine, on every training set under `<data dir>/train` (or `--folders`),
+x3, 32x32 LR patches, batch 512 (the issue-11 protocol):
+
+1. device path: `DevicePatchSampler.batch(step)`, the crops cut by index from uint8 tensors on `--device` (the
+   batch already where the model is). `patches_per_s` in the JSON is this number.
+2. DataLoader path: `DataLoader(DataGenerator)` batches (shuffled, default collate) moved to `--device`, with
+   `--workers` processes (fork) and in-process (0 workers, train.py's default `num_workers`).
+3. the training step alone (forward, loss, backward, Adam) of the seven-layer model on such batches: fp32 on
+   CPU (1 thread and torch's default), bf16 autocast on CUDA in contiguous and channels-last memory; and on
+   CUDA the whole loop (device-path batch + step), what `scripts/train.py` does per step.
+
+Rates are medians of `--repeats` timed runs after a warm-up; CUDA timings synchronise before reading the clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
-from espcn_hf.data import DataGenerator, default_data_dir
+from espcn_hf.data import DataGenerator, DevicePatchSampler, default_data_dir
+from espcn_hf.fileio import atomic_write_text
 
 
-def loader_throughput(dataset: DataGenerator, batch_size: int, workers: int, batches: int) -> float:
-    """Patches/s over `batches` batches, after one warm-up batch (worker start-up excluded)."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_rate(run: Callable[[], int], device: torch.device, repeats: int) -> float:
+    """Median items/s of `run()` (which returns how many items it produced) over `repeats` runs, after one."""
+    run()
+    rates = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        count = run()
+        _sync(device)
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def device_path_rate(sampler: DevicePatchSampler, batches: int, repeats: int) -> float:
+    state = {"step": 0, "batch": None}
+
+    def run() -> int:
+        for _ in range(batches):
+            state["batch"] = sampler.batch(state["step"], out=state["batch"])
+            state["step"] += 1
+        return batches * sampler.batch_size
+
+    return timed_rate(run, sampler.device, repeats)
+
+
+def loader_rate(
+    dataset: DataGenerator, batch_size: int, workers: int, device: torch.device, batches: int, repeats: int
+) -> float:
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=True,
-        num_workers=workers,
         drop_last=True,
-        persistent_workers=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
         multiprocessing_context="fork" if workers else None,
     )
-    iterator = iter(loader)
-    next(iterator)
-    start = time.perf_counter()
-    count = 0
-    for _ in range(batches):
+    state = {"iterator": iter(loader)}
+
+    def next_batch() -> dict:
         try:
-            batch = next(iterator)
+            return next(state["iterator"])
         except StopIteration:
             dataset.set_epoch(dataset.epoch + 1)
-            iterator = iter(loader)
-            batch = next(iterator)
-        count += batch["pixel_values"].shape[0]
-    return count / (time.perf_counter() - start)
+            state["iterator"] = iter(loader)
+            return next(state["iterator"])
+
+    def run() -> int:
+        for _ in range(batches):
+            batch = next_batch()
+            batch["pixel_values"].to(device, non_blocking=True)
+            batch["labels"].to(device, non_blocking=True)
+        return batches * batch_size
+
+    return timed_rate(run, device, repeats)
 
 
-def train_throughput(scale: int, batch_size: int, patch: int, steps: int) -> float:
-    """Patches/s of forward + backward + Adam step of the seven-layer model on random batches."""
+def train_step_rate(
+    scale: int,
+    batch: dict,
+    device: torch.device,
+    steps: int,
+    repeats: int,
+    bf16: bool,
+    channels_last: bool,
+    sampler: DevicePatchSampler | None = None,
+) -> float:
+    """Patches/s of forward + L1 loss + backward + Adam on `batch` (or, with `sampler`, a fresh batch per
+    step: the whole training loop)."""
     torch.manual_seed(0)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=scale)).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.rand(batch_size, 3, patch, patch)
-    y = torch.rand(batch_size, 3, patch * scale, patch * scale)
+    model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    state = {"batch": batch, "step": 0}
 
     def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model(pixel_values=x, labels=y).loss.backward()
+        if sampler is not None:
+            state["batch"] = sampler.batch(state["step"], out=state["batch"])
+            state["step"] += 1
+        x = state["batch"]["pixel_values"].contiguous(memory_format=memory_format)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = model(pixel_values=x).reconstruction
+        loss = torch.nn.functional.l1_loss(out.float(), state["batch"]["labels"])
+        loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(3):  # warm-up
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch_size / (time.perf_counter() - start)
+    def run() -> int:
+        for _ in range(steps):
+            step()
+        return steps * x_batch_size
+
+    x_batch_size = batch["pixel_values"].shape[0]
+    return timed_rate(run, device, repeats)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    data = default_data_dir() / "train"
-    parser.add_argument("--folders", nargs="+", type=Path, default=[data / "T91", data / "BSD200"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda:N)")
+    parser.add_argument("--folders", nargs="+", type=Path, default=None, help="default: <data dir>/train/*")
     parser.add_argument("--scale", type=int, default=3)
-    parser.add_argument("--patch-size", type=int, default=17)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=200, help="batches timed through the DataLoader")
-    parser.add_argument("--steps", type=int, default=20, help="training steps timed")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/data_throughput.md"))
+    parser.add_argument("--patch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument(
+        "--workers", type=int, default=None, help="DataLoader workers (default: min(8, CPUs))"
+    )
+    parser.add_argument("--batches", type=int, default=None, help="batches per timed run of the data paths")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed run of the training step")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: benchmarks/data_throughput_<device>.json"
+    )
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
+    batches = args.batches or (50 if cuda else 10)
+    steps = args.steps or (50 if cuda else 3)
+    out = args.out or Path(f"benchmarks/data_throughput_{device.type}.json")
+    folders = args.folders or sorted(p for p in (default_data_dir() / "train").iterdir() if p.is_dir())
 
     start = time.perf_counter()
     dataset = DataGenerator.from_folder(
-        args.folders, scale=args.scale, mode="train", patch_size=args.patch_size, patches_per_image=32, seed=0
+        folders, scale=args.scale, mode="train", patch_size=args.patch_size, patches_per_image=64, seed=0
     )
     load_seconds = time.perf_counter() - start
-    cache_mb = dataset.cache_bytes / 1e6
-    print(f"loaded {dataset.num_images} images + LR in {load_seconds:.1f} s, cache {cache_mb:.1f} MB")
+    start = time.perf_counter()
+    sampler = DevicePatchSampler(dataset, args.batch_size, device, seed=0)
+    _sync(device)
+    upload_seconds = time.perf_counter() - start
+    print(f"{dataset!r}: decoded in {load_seconds:.1f} s, {dataset.cache_bytes / 1e6:.1f} MB; {sampler!r}")
 
-    data_rate = loader_throughput(dataset, args.batch_size, args.workers, args.batches)
-    print(f"DataLoader ({args.workers} workers): {data_rate:,.0f} patches/s")
-    # The training step at torch's default thread count and at one thread (on a busy shared machine one
-    # OpenMP thread can be several times faster); the faster one is what training would use.
-    default_threads = torch.get_num_threads()
-    train_rates = {}
-    for threads in sorted({default_threads, 1}, reverse=True):
-        torch.set_num_threads(threads)
-        train_rates[threads] = train_throughput(args.scale, args.batch_size, args.patch_size, args.steps)
-        rate = train_rates[threads]
-        pixels = rate * args.patch_size**2
-        print(f"training step, {threads} threads: {rate:,.0f} patches/s ({pixels:,.0f} LR px/s)")
-    torch.set_num_threads(default_threads)
-    train_threads = max(train_rates, key=train_rates.get)
-    train_rate = train_rates[train_threads]
-    ratio = data_rate / train_rate
-    print(f"ratio data / training: {ratio:.1f}x")
+    paths = {"device": device_path_rate(sampler, batches, args.repeats)}
+    print(f"device path: {paths['device']:,.0f} patches/s")
+    for n in sorted({0, workers}):
+        key = f"loader_{n}_workers"
+        paths[key] = loader_rate(dataset, args.batch_size, n, device, max(3, batches // 2), args.repeats)
+        print(f"DataLoader path, {n} workers: {paths[key]:,.0f} patches/s")
+    best_loader = max(v for k, v in paths.items() if k != "device")
 
-    hr_mb = sum(a.nbytes for a in dataset.hr) / 1e6
-    lr_mb = sum(a.nbytes for a in dataset.lr) / 1e6
-    folders = ", ".join(f"`{Path(f).name}`" for f in args.folders)
-    machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    loader = (
-        f"DataLoader, {args.workers} workers, batch {args.batch_size}, {args.patch_size}x{args.patch_size} LR"
+    batch = sampler.batch(0)
+    steps_rates = {}
+    if cuda:
+        for channels_last in (False, True):
+            key = f"bf16_{'channels_last' if channels_last else 'contiguous'}"
+            steps_rates[key] = train_step_rate(
+                args.scale, batch, device, steps, args.repeats, True, channels_last
+            )
+            steps_rates[f"loop_{key}"] = train_step_rate(
+                args.scale, batch, device, steps, args.repeats, True, channels_last, sampler=sampler
+            )
+    else:
+        default_threads = torch.get_num_threads()
+        for threads in sorted({default_threads, 1}, reverse=True):
+            torch.set_num_threads(threads)
+            steps_rates[f"fp32_{threads}_threads"] = train_step_rate(
+                args.scale, batch, device, steps, max(1, args.repeats - 1), False, False
+            )
+        torch.set_num_threads(default_threads)
+    for key, rate in steps_rates.items():
+        print(f"training step {key}: {rate:,.0f} patches/s")
+
+    name = torch.cuda.get_device_name(device) if cuda else f"{platform.machine()}, {os.cpu_count()} CPUs"
+    result = {
+        "command": f"python scripts/benchmark_data.py --device {args.device}",
+        "device": name,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "data": [Path(f).name for f in folders],
+        "images": dataset.num_images,
+        "scale": args.scale,
+        "patch_size": args.patch_size,
+        "batch_size": args.batch_size,
+        "decode_seconds": round(load_seconds, 2),
+        "upload_seconds": round(upload_seconds, 2),
+        "cache_mb": round(dataset.cache_bytes / 1e6, 1),
+        "patches_per_s": round(paths["device"]),
+        "paths_patches_per_s": {k: round(v) for k, v in paths.items()},
+        "device_over_best_loader": round(paths["device"] / best_loader, 2),
+        "train_step_patches_per_s": {k: round(v) for k, v in steps_rates.items()},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    rows = "\n".join(f"| {k.replace('_', ' ')} | {v:,.0f} |" for k, v in paths.items())
+    step_rows = "\n".join(
+        f"| training step, {k.replace('_', ' ')} | {v:,.0f} |" for k, v in steps_rates.items()
     )
-    steps = ", ".join(f"{r:,.0f} patches/s ({t} threads)" for t, r in train_rates.items())
-    text = f"""# Data pipeline throughput
+    atomic_write_text(
+        out.with_suffix(".md"),
+        f"""# Training-data throughput ({device.type})
 
-Measured by `python scripts/benchmark_data.py` (both numbers in the same run, same machine: {machine},
-torch {torch.__version__}; load average at the end {load}: the machine is shared, absolute numbers are noisy).
+`{result["command"]}` on {name}, torch {torch.__version__}, load average {result["load_average"]} (shared
+machine: absolute numbers are noisy; both paths measured in the same run). Data: {", ".join(result["data"])}
+({dataset.num_images} images, x{args.scale}, decoded in {load_seconds:.1f} s, {result["cache_mb"]} MB uint8);
+{args.patch_size}x{args.patch_size} LR patches, batch {args.batch_size}; medians of {args.repeats} runs.
 
-| | value |
+| path | patches/s |
 |---|---|
-| data | {folders}: {dataset.num_images} images, x{args.scale} |
-| start-up (decode + whole-image bicubic LR) | {load_seconds:.1f} s |
-| in-memory cache (uint8 HR + LR) | {cache_mb:.1f} MB (HR {hr_mb:.1f} MB + LR {lr_mb:.1f} MB) |
-| {loader} | {data_rate:,.0f} patches/s |
-| training step, seven-layer x{args.scale}, Adam, forward + backward | {steps} |
-| **ratio data / fastest training step** | **{ratio:.1f}x** ({train_rate * args.patch_size**2:,.0f} LR px/s) |
-
-Each number was measured alone; in a real run the loader workers and the training step share the same cores.
-"""
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+{rows}
+| **device path / best DataLoader** | **{result["device_over_best_loader"]}x** |
+{step_rows}
+""",
+    )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 

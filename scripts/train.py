@@ -493,7 +493,10 @@ class Trainer:
                 )
                 val = state.last_eval.get(f"{self.first_val}_psnr")
                 progress.set_postfix(
-                    loss=f"{mean_loss:.4g}", val=f"{val:.2f}" if val else "-", patches_s=f"{rate:.0f}"
+                    loss=f"{mean_loss:.4g}",
+                    val=f"{val:.2f}" if val else "-",
+                    patches_s=f"{rate:.0f}",
+                    refresh=False,  # the bar's own interval decides when a line is printed
                 )
                 window_time, window_steps = 0.0, 0
                 running_loss.zero_()
