@@ -1,34 +1,73 @@
-"""`espcn-hf` command line.
+"""`espcn-hf` command line: one sub-command per job, each with its own `add_<command>_parser` below.
 
     espcn-hf upscale INPUT... -o OUT [--model PATH_OR_REPO_ID] [--scale 3] [--tile N] [--device cpu|cuda]
 
-INPUT is any mix of image files and folders (searched for images, non-images skipped). With one input file, OUT
-may be a file name; otherwise it is a folder, created if needed, receiving `<stem>_x<r>.png` per input. An
-input file is never overwritten. Unreadable inputs are reported one line each and make the exit status 1; the
-other inputs are still processed.
+Building the parser imports nothing heavy (no torch, no transformers), so `espcn-hf --help` is instant; each
+command imports what it needs when it runs. To add a command, write `add_<name>_parser(subparsers)` that
+registers its arguments and `set_defaults(func=...)`, and list it in `COMMANDS`.
+
+Guarantees of `upscale` (tests/test_cli.py, tests/test_faults.py):
+- every output is written atomically (`espcn_hf.fileio.atomic_save`): an interrupt or a full disk never leaves a
+  truncated image at the final path and never destroys an earlier good output;
+- an input file is never overwritten, also not through a hard link or symlink (`os.path.samefile`);
+- every unreadable input and every failed write is reported on one line, the other files are still done, and
+  the exit status is 1; usage mistakes are reported before any work and exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import warnings
 from pathlib import Path
 
-from . import __version__
-from .image_io import ImageLoadError, is_image_file
-from .image_processing_espcn import DEFAULT_MAX_PIXELS
-from .inference import CheckpointError, load_model, upscale
-from .pretrained import bundled_checkpoint
+from .fileio import atomic_save, is_partial_file
+from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_file
 
-EXIT_OK, EXIT_INPUT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+UPSCALE_EXAMPLES = """\
+examples:
+  espcn-hf upscale photo.jpg -o photo_x3.png                  # packaged x3 model (or the Hub's, when online)
+  espcn-hf upscale photos/ extra.png -o out/ --scale 4        # a folder and a file into a folder
+  espcn-hf upscale in.png -o big.png --model espcn-hf/espcn-x2 --tile 0 --device cuda
+  espcn-hf upscale scans/ -o out/ --max-pixels 0              # no input size limit
+
+With one input file, OUT is a file if its name ends in an image extension, otherwise a folder (an existing
+folder is always used as one): {extensions}. With several inputs OUT must be a folder, created if needed,
+receiving <stem>_x<scale>.png per input. JPEG/BMP outputs drop alpha (and 16-bit depth): use PNG or TIFF to keep
+them. Exit status: 0 all done, 1 some input could not be read or written (one line each), 2 usage error.
+"""
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples kept as written; every option with a default shows it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+class UsageError(Exception):
+    """A mistake in the command line found after parsing (reported as `error: ...`, exit status 2)."""
+
+
+# --- input and output paths (no heavy imports) ---------------------------------------------------------------
 
 
 def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files named and image files found in folders (recursively, sorted; other files and our own temporary
+    `.partial` files are skipped), plus one message per input that gave nothing."""
     files, errors = [], []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not is_partial_file(p)
+            )
             if not found:
                 errors.append(f"{item}: folder has no image files")
             files.extend(found)
@@ -39,18 +78,37 @@ def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     return files, errors
 
 
-def _output_paths(files: list[Path], output: Path, factor: int) -> list[Path]:
-    single_file_target = len(files) == 1 and output.suffix.lower() in (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".webp",
-        ".bmp",
-        ".tif",
-        ".tiff",
-    )
-    if single_file_target:
+def _looks_like_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) -> list[Path]:
+    """The output path of each input file. Raises `UsageError` for an `-o` that cannot work.
+
+    `several` is True when more than one input was named or a folder was named: then `output` must be a folder
+    (an existing non-folder, or a new name ending in an image extension, is refused instead of guessed at).
+    """
+    if output.is_dir():
+        folder = output
+    elif several:
+        if output.exists():
+            raise UsageError(
+                f"-o {output}: exists and is not a folder; with several inputs -o must be a folder"
+            )
+        if _looks_like_image_name(output):
+            raise UsageError(
+                f"-o {output}: looks like an image file name, but several inputs need an output folder "
+                f"(e.g. -o {output.with_suffix('')}/)"
+            )
+        folder = output
+    elif _looks_like_image_name(output):
         return [output]
+    elif output.exists():
+        raise UsageError(
+            f"-o {output}: exists and is neither a folder nor an image file name ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    else:
+        folder = output
     names = [f"{f.stem}_x{factor}.png" for f in files]
     # Two inputs with the same stem in different folders must not overwrite each other's output.
     seen: dict[str, int] = {}
@@ -59,107 +117,267 @@ def _output_paths(files: list[Path], output: Path, factor: int) -> list[Path]:
         count = seen.get(name, 0)
         seen[name] = count + 1
         unique.append(name if count == 0 else name.replace(".png", f"_{count}.png"))
-    return [output / n for n in unique]
+    return [folder / n for n in unique]
+
+
+def _same_file_as_an_input(target: Path, inputs: list[Path]) -> Path | None:
+    """The input that `target` is (same file by identity: also a hard link or a symlink to it), or None."""
+    if not target.exists():
+        return None
+    for source in inputs:
+        try:
+            if os.path.samefile(target, source):
+                return source
+        except OSError:
+            continue
+    return None
+
+
+# --- saving ------------------------------------------------------------------------------------------------------
+
+
+def _image_for_format(image, suffix: str):
+    """`image` converted to what the target format can hold (PNG/TIFF take every mode we make)."""
+    import numpy as np
+    from PIL import Image
+
+    fmt = Image.registered_extensions()[suffix.lower()]
+    if fmt in ("PNG", "TIFF"):
+        return image, fmt
+    if image.mode == "I;16":  # 16-bit grayscale -> 8-bit levels
+        image = Image.fromarray(np.floor(np.asarray(image, dtype=np.float64) / 257 + 0.5).astype(np.uint8))
+    if fmt in ("JPEG", "BMP", "PPM") and image.mode in ("RGBA", "LA"):
+        image = image.convert(image.mode[:-1])
+    return image, fmt
+
+
+def save_image(image, target: Path) -> None:
+    """Save atomically: a temporary file beside `target`, fsync, rename (espcn_hf.fileio)."""
+    image, fmt = _image_for_format(image, target.suffix)
+    atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
+
+
+# --- the upscale command ---------------------------------------------------------------------------------------
+
+
+def _quiet_libraries(quiet: bool) -> None:
+    """No weight-loading bars from transformers / huggingface_hub; with -q nothing but errors."""
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    if quiet:
+        transformers.utils.logging.set_verbosity_error()
+        warnings.simplefilter("ignore")
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    def say(message: str) -> None:  # information: stdout, above the progress bar, silent with -q
+        if not args.quiet:
+            tqdm.write(message, file=sys.stdout)
+
+    def complain(message: str) -> None:  # errors: stderr, above the progress bar, always
+        tqdm.write(f"error: {message}", file=sys.stderr)
 
     files, errors = _collect_inputs(args.inputs)
     for message in errors:
-        print(f"error: {message}", file=sys.stderr)
+        complain(message)
     if not files:
-        print("error: nothing to upscale", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-
-    model_ref = args.model or bundled_checkpoint(args.scale)
-    try:
-        model = load_model(model_ref, device=args.device)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INPUT_ERROR
-    factor = model.config.upscale_factor
+        complain("nothing to upscale")
+        return EXIT_FAILURES
+    several = len(args.inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
     output = Path(args.output)
-    targets = _output_paths(files, output, factor)
-    if len(targets) > 1 or targets[0].parent != Path("."):
+    try:  # usage errors of -o before the model is loaded (the factor only names files inside a folder)
+        plan_outputs(files, output, several, args.scale or 3)
+    except UsageError as error:
+        complain(str(error))
+        return EXIT_USAGE
+
+    _quiet_libraries(args.quiet)
+    from .image_io import ImageLoadError
+    from .inference import upscale
+    from .pretrained import CheckpointError, resolve_model
+
+    try:
+        model, source = resolve_model(args.model, args.scale, device=args.device)
+    except CheckpointError as error:
+        complain(str(error))
+        return EXIT_FAILURES
+    say(source)
+    factor = model.config.upscale_factor
+    targets = plan_outputs(files, output, several, factor)
+    try:
         targets[0].parent.mkdir(parents=True, exist_ok=True)
-    inputs_resolved = {f.resolve() for f in files}
+    except OSError as error:
+        complain(f"{targets[0].parent}: cannot create the output folder ({error.strerror or error})")
+        return EXIT_FAILURES
 
     failures = len(errors)
+    written = 0
     bar = tqdm(
         list(zip(files, targets, strict=True)),
         desc=f"x{factor}",
         unit="img",
         disable=len(files) < 2 or args.quiet,
     )
-    for source, target in bar:
-        if target.resolve() in inputs_resolved:
-            print(f"error: {source}: refusing to overwrite an input file ({target})", file=sys.stderr)
-            failures += 1
-            continue
-        try:
-            result = upscale(str(source), model, tile_size=args.tile, max_pixels=args.max_pixels)
-        except (ImageLoadError, ValueError) as error:
-            print(f"error: {error}", file=sys.stderr)
-            failures += 1
-            continue
-        if target.suffix.lower() in (".jpg", ".jpeg") and result.mode == "RGBA":
-            result = result.convert("RGB")
-        result.save(target)
-        if not args.quiet and len(files) < 2:
-            print(f"{source} -> {target} ({result.width}x{result.height})")
+    with logging_redirect_tqdm():
+        for source_path, target in bar:
+            same = _same_file_as_an_input(target, files)
+            if same is not None:
+                complain(
+                    f"{source_path}: refusing to overwrite the input file {same} (-o {target} is that file)"
+                )
+                failures += 1
+                continue
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    result = upscale(
+                        str(source_path),
+                        model,
+                        tile_size=args.tile,
+                        dtype=args.dtype,
+                        max_pixels=args.max_pixels or None,
+                        max_output_pixels=args.max_output_pixels or None,
+                    )
+                for warning in caught:
+                    say(f"warning: {source_path}: {warning.message}")
+            except (ImageLoadError, ValueError, RuntimeError, MemoryError) as error:
+                complain(str(error) if isinstance(error, ImageLoadError) else f"{source_path}: {error}")
+                failures += 1
+                continue
+            try:
+                save_image(result, target)
+            except (OSError, ValueError) as error:
+                reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+                complain(f"{target}: cannot write ({reason}); {source_path} not saved")
+                failures += 1
+                continue
+            written += 1
+            if len(files) < 2:
+                say(f"{source_path} -> {target} ({result.width}x{result.height})")
     if failures:
-        print(f"{failures} input(s) failed, {len(files) - failures + len(errors)} written", file=sys.stderr)
-        return EXIT_INPUT_ERROR
+        tqdm.write(f"{failures} input(s) failed, {written} written", file=sys.stderr)
+        return EXIT_FAILURES
     return EXIT_OK
 
 
-def _tile_arg(value: str):
-    if value == "auto":
-        return "auto"
+def _tile_size(value: str):
+    from .inference import parse_tile_size  # imported only when --tile is given
+
     try:
-        number = int(value)
+        return parse_tile_size(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--tile takes 'auto', 0 (no tiling) or a size >= 8, got {value!r}"
+            f"takes 'auto', 0 (whole image) or a size >= 8 in input pixels, got {value!r}"
         ) from None
-    if number != 0 and number < 8:
-        raise argparse.ArgumentTypeError(f"--tile must be 0 or >= 8, got {number}")
-    return number or None
+
+
+def _pixel_count(value: str) -> int:
+    try:
+        number = int(value.replace("_", "").replace(",", ""))
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"takes a number of pixels (0 = no limit), got {value!r}")
+    return number
+
+
+def add_upscale_parser(subparsers) -> None:
+    extensions = ", ".join(IMAGE_EXTENSIONS)
+    up = subparsers.add_parser(
+        "upscale",
+        help="super-resolve image files or folders",
+        description="Super-resolve images with an ESPCN model.",
+        epilog=UPSCALE_EXAMPLES.format(extensions=extensions),
+        formatter_class=_HelpFormatter,
+    )
+    up.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image files and/or folders (searched recursively)"
+    )
+    up.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="output image file (one input) or folder"
+    )
+    up.add_argument(
+        "--model",
+        default=None,
+        help="a folder written by save_pretrained or a Hub repo id (default: the published model of --scale, "
+        "or its packaged copy offline)",
+    )
+    up.add_argument(
+        "--scale",
+        type=int,
+        choices=(2, 3, 4),
+        default=None,
+        help="upscale factor: picks the model without --model (then 3 if not given); with --model it must match",
+    )
+    up.add_argument(
+        "--tile",
+        type=_tile_size,
+        default="auto",
+        help="tile size in input pixels; 'auto' = whole frames on a GPU when they fit, 256 on CPU; 0 = none "
+        "(tiled output equals untiled)",
+    )
+    up.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu, or where the model is)")
+    up.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default=None,
+        help="compute dtype (default: the model's, float32, exact); bfloat16 is faster on GPUs and AMX CPUs",
+    )
+    up.add_argument(
+        "--max-pixels",
+        type=_pixel_count,
+        default=DEFAULT_MAX_PIXELS,
+        help="refuse larger inputs (checked before decoding); 0 = no limit",
+    )
+    up.add_argument(
+        "--max-output-pixels",
+        type=_pixel_count,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        help="refuse inputs whose output would be larger (the default keeps memory under 2 GB); 0 = no limit",
+    )
+    up.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    up.set_defaults(func=cmd_upscale)
+
+
+# One entry per sub-command, in the order `--help` lists them.
+COMMANDS = (add_upscale_parser,)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="espcn-hf", description="ESPCN super-resolution on transformers")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="espcn-hf",
+        description="ESPCN super-resolution (Shi et al. 2016) on transformers.",
+        epilog="Run 'espcn-hf COMMAND --help' for the options and examples of a command.",
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    up = sub.add_parser("upscale", help="super-resolve image files or folders")
-    up.add_argument("inputs", nargs="+", help="image files and/or folders")
-    up.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
-    up.add_argument(
-        "--model", help="folder written by save_pretrained or Hub repo id (default: bundled weights)"
-    )
-    up.add_argument(
-        "--scale", type=int, choices=(2, 3, 4), default=3, help="bundled model to use without --model"
-    )
-    up.add_argument(
-        "--tile", type=_tile_arg, default="auto", help="tile size in LR pixels, 'auto' or 0 (none)"
-    )
-    up.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cpu)")
-    up.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="refuse larger inputs")
-    up.add_argument("-q", "--quiet", action="store_true")
-    up.set_defaults(func=cmd_upscale)
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.device is not None and args.device.startswith("cuda"):
+    if getattr(args, "device", None) and args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             print("error: --device cuda requested but CUDA is not available", file=sys.stderr)
             return EXIT_USAGE
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no partial file was left at any output path", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
