@@ -453,3 +453,38 @@ def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, data_dirs, caps
         capsys.readouterr().out
     )
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [4]
+
+
+def test_div2k_preset_trains_from_a_local_copy_of_the_hub_repo(tmp_path, data_dirs, monkeypatch):
+    """configs/espcn-x3-div2k.yaml through --hub_dataset -> DataGenerator.from_hub -> datasets.load_dataset, on
+    a folder laid out like goodfellowliu/DIV2K (zips of DIV2K_{train,valid}_HR/NNNN.png); the Hub itself is
+    not reachable here."""
+    datasets = pytest.importorskip("datasets")
+    import zipfile
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
+    repo = tmp_path / "DIV2K"
+    repo.mkdir()
+    rng = np.random.default_rng(1)
+    for zip_name, numbers in (("DIV2K_train_HR.zip", range(1, 4)), ("DIV2K_valid_HR.zip", range(801, 803))):
+        folder = zip_name.removesuffix(".zip")
+        with zipfile.ZipFile(repo / zip_name, "w") as archive:
+            for n in numbers:
+                png = tmp_path / f"{n:04d}.png"
+                _smooth_image(rng, 60 + n % 7, 72).save(png)
+                archive.write(png, f"{folder}/{n:04d}.png")
+    assert (
+        TrainingConfig.from_sources(ROOT / "configs" / "espcn-x3-div2k.yaml").hub_dataset
+        == "goodfellowliu/DIV2K"
+    )
+    out = tmp_path / "div2k"
+    args = ["--config", str(ROOT / "configs" / "espcn-x3-div2k.yaml"), "--hub_dataset", str(repo)]
+    args += ["--output_dir", str(out), "--val_dirs", str(data_dirs[1]), "--mixed_precision", "no"]
+    args += ["--max_steps", "4", "--eval_steps", "4", "--num_threads", "1", "--set", "patch_size=8"]
+    args += ["--set", "batch_size=4", "--set", "model={hidden_channels: [8, 8], kernel_sizes: [3, 3, 3]}"]
+    assert train.main(args) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"]["hub_dataset"] == str(repo) and info["config"]["upscale_factor"] == 3
+    assert info["train_images"] == 3  # the train split only, read from DIV2K_train_HR.zip
+    assert info["config"]["patch_size"] == 8 and info["config"]["lr_schedule"] == "cosine"
+    assert (out / "best" / "model.safetensors").is_file()
