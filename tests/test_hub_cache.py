@@ -151,6 +151,9 @@ WITHOUT_PACKAGE = """
     assert type(upscaler).__name__ == "ImageSuperResolutionPipeline", type(upscaler)
     assert type(upscaler).__module__.startswith("transformers_modules."), type(upscaler).__module__
     np.testing.assert_array_equal(np.asarray(upscaler(image)), expected)
+    # The snippet the Hub shows for `pipeline_tag: image-to-image` (a task transformers 5 removed).
+    hub_snippet = pipeline("image-to-image", model=repo_id, trust_remote_code=True)
+    np.testing.assert_array_equal(np.asarray(hub_snippet(image)), expected)
     # The pipeline reads files and takes batches of mixed sizes.
     small = image.crop((0, 0, 10, 7))
     batch = upscaler([image_path, small, image], batch_size=2)

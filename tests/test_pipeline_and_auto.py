@@ -32,13 +32,13 @@ def test_saved_folder_carries_auto_map_custom_pipelines_and_code(tiny_checkpoint
         "AutoModel": "modeling_espcn.ESPCNForImageSuperResolution",
         "AutoModelForImageToImage": "modeling_espcn.ESPCNForImageSuperResolution",
     }
-    assert config["custom_pipelines"] == {
-        "image-super-resolution": {
-            "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
-            "pt": ["AutoModelForImageToImage"],
-            "type": "image",
-        }
+    entry = {
+        "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
+        "pt": ["AutoModelForImageToImage"],
+        "type": "image",
     }
+    # "image-to-image" is the Hub's pipeline_tag for SR models: the snippet the Hub generates must work too.
+    assert config["custom_pipelines"] == {"image-super-resolution": entry, "image-to-image": entry}
     assert "loss" not in config
     processor = json.loads((tiny_checkpoint / "preprocessor_config.json").read_text())
     assert processor["auto_map"] == {"AutoImageProcessor": "image_processing_espcn.ESPCNImageProcessor"}
