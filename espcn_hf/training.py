@@ -13,7 +13,7 @@
 - `choose_data_path`: device-resident data (`espcn_hf.data.DevicePatchSampler`) when it fits, else DataLoader.
 - `save_model_folder`: atomic `save_pretrained` of a model and its image processor (`best`, `final`).
 - `init_from_pretrained`: copy feature-layer weights from another checkpoint (e.g. x3 -> x2 / x4).
-- `evaluate`: PSNR / SSIM (Y channel, standard protocol) on whole validation images, gathered over processes.
+- `validate` / `bicubic_baseline`: validation scores through `espcn_hf.evaluation.evaluate` (sharded, gathered).
 - `MetricsWriter`: one JSON line per evaluation in `metrics.jsonl` (read by `scripts/plot_training.py`).
 """
 
@@ -33,10 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .degradation import imresize
 from .image_processing_espcn import ESPCNImageProcessor
-from .inference import upscale_tensor
-from .metrics import psnr_per_image, ssim_per_image
 from .modeling_espcn import rgb_to_ycbcr
 
 CHECKPOINT_PREFIX = "step_"
@@ -127,7 +124,7 @@ class TrainingConfig:
     #                          choose_data_path
     val_sets: list = field(default_factory=lambda: ["Set5", "Set14"])  # the first picks `best`
     val_dirs: list | None = None  # folders of HR images used instead of val_sets
-    val_ssim: bool = True
+    val_ssim: bool = True  # kept so older training_config.json files load; SSIM-Y is always recorded
     # optimisation
     seed: int = 0
     batch_size: int = 64
@@ -651,51 +648,34 @@ def choose_data_path(requested: str, nbytes: int, device: torch.device) -> tuple
     return path, f"auto: {nbytes / 1e6:.0f} MB of training images, {where} -> {path}"
 
 
-# -------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, dataloaders: Mapping[str, Iterable], accelerator, scale: int, with_ssim: bool = True
-) -> dict[str, float]:
-    """Mean PSNR / SSIM (Y channel, `scale` border, uint8 levels) of `model` on each validation set.
+# -------------------------------------------------------------------------------------------- validation
+def validate(model: nn.Module, sets: Mapping[str, object], accelerator, scale: int) -> dict[str, float]:
+    """PSNR / SSIM (Y channel, `scale` border, uint8 levels) of `model` on each validation set.
 
-    The dataloaders are prepared by accelerate (batch size 1, whole images); each process scores its shard and
-    `gather_for_metrics` collects the per-image numbers (dropping the duplicates added to even out the shards),
-    so the result equals a single-process evaluation. Keys: `{set}_psnr`, `{set}_ssim` with `set` lower-cased.
+    Goes through `espcn_hf.evaluation.evaluate`, the project's only evaluation loop: with several processes each
+    scores its share of the images and the scores are gathered, so every process gets the whole-set means
+    (equal to a single-process evaluation). `sets`: name -> eval-mode `DataGenerator`. Keys: `{set}_psnr`,
+    `{set}_ssim`, `{set}_images` with `set` lower-cased (the `metrics.jsonl` record).
     """
-    model.eval()
+    from .evaluation import evaluate
+
+    report = evaluate({"model": model}, sets, scale, accelerator)
     results: dict[str, float] = {}
-    for name, dataloader in dataloaders.items():
-        scores = []
-        for batch in dataloader:
-            sr = upscale_tensor(model, batch["pixel_values"])
-            hr = batch["labels"]
-            per_image = [psnr_per_image(sr, hr, scale=scale)]
-            if with_ssim:
-                per_image.append(ssim_per_image(sr, hr, scale=scale))
-            local = torch.tensor(per_image, dtype=torch.float64, device=accelerator.device).T  # (batch, k)
-            scores.append(accelerator.gather_for_metrics(local))
-        table = torch.cat(scores).cpu()
-        key = name.lower()
-        results[f"{key}_psnr"] = float(table[:, 0].mean())
-        if with_ssim:
-            results[f"{key}_ssim"] = float(table[:, 1].mean())
-        results[f"{key}_images"] = int(table.shape[0])
+    for name, methods in report.results.items():
+        scores, key = methods["model"], name.lower()
+        results[f"{key}_psnr"] = scores.psnr_y
+        results[f"{key}_ssim"] = scores.ssim_y
+        results[f"{key}_images"] = scores.num_images
     return results
 
 
-@torch.no_grad()
-def bicubic_baseline(dataloaders: Mapping[str, Iterable], accelerator, scale: int) -> dict[str, float]:
-    """PSNR-Y of MATLAB-bicubic upsampling (`degradation.imresize`, the standard baseline) on the validation sets."""
-    results = {}
-    for name, dataloader in dataloaders.items():
-        scores = []
-        for batch in dataloader:
-            lr = batch["pixel_values"].float()
-            sr = imresize(lr, scale=scale)
-            local = torch.tensor(psnr_per_image(sr, batch["labels"], scale=scale), device=accelerator.device)
-            scores.append(accelerator.gather_for_metrics(local.double()))
-        results[f"{name.lower()}_psnr"] = float(torch.cat(scores).mean())
-    return results
+def bicubic_baseline(sets: Mapping[str, object], accelerator, scale: int) -> dict[str, float]:
+    """PSNR-Y of MATLAB-bicubic upsampling (`evaluation.bicubic_upscaler`, the standard baseline) on the
+    validation sets, through `evaluation.evaluate` (sharded and gathered like `validate`)."""
+    from .evaluation import bicubic_upscaler, evaluate
+
+    report = evaluate({"bicubic": bicubic_upscaler(scale)}, sets, scale, accelerator)
+    return {f"{name.lower()}_psnr": methods["bicubic"].psnr_y for name, methods in report.results.items()}
 
 
 class MetricsWriter:
@@ -754,7 +734,7 @@ __all__ = [
     "TrainState",
     "apply_overrides",
     "bicubic_baseline",
-    "evaluate",
+    "validate",
     "init_from_pretrained",
     "latest_checkpoint",
     "list_checkpoints",

@@ -83,7 +83,6 @@ from espcn_hf.training import (
     bicubic_baseline,
     choose_data_path,
     compute_loss,
-    evaluate,
     init_from_pretrained,
     loss_for_step,
     lr_lambda,
@@ -92,6 +91,7 @@ from espcn_hf.training import (
     resume_from,
     save_checkpoint,
     save_model_folder,
+    validate,
 )
 
 # Flags that are shortcuts for config fields (they override the preset and --set).
@@ -260,10 +260,7 @@ class Trainer:
             config.gamma,
         )
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.clock.wrap(schedule))
-        names = list(self.val_dls)
-        prepared = accelerator.prepare(model, optimizer, scheduler, *self.val_dls.values())
-        self.model, self.optimizer, self.scheduler = prepared[:3]
-        self.val_dls = dict(zip(names, prepared[3:], strict=True))
+        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         if self.train_dl is not None:
             self.train_dl = accelerator.prepare(self.train_dl)
             if len(self.train_dl) == 0:
@@ -281,8 +278,7 @@ class Trainer:
 
     def build_data(self) -> None:
         config, accelerator = self.config, self.accelerator
-        self.train_ds, val_ds = get_datasets(config)
-        self.val_dls = {name: DataLoader(ds, batch_size=1, shuffle=False) for name, ds in val_ds.items()}
+        self.train_ds, self.val_sets = get_datasets(config)
         self.data_path, self.data_path_reason = choose_data_path(
             config.data_path, self.train_ds.cache_bytes, accelerator.device
         )
@@ -330,7 +326,7 @@ class Trainer:
                 for k, v in config.to_dict().items()
             }
             accelerator.init_trackers("espcn", config=flat)
-        self.baseline = bicubic_baseline(self.val_dls, accelerator, config.upscale_factor)
+        self.baseline = bicubic_baseline(self.val_sets, accelerator, config.upscale_factor)
         if self.is_main:
             info = {
                 "config": config.to_dict(),
@@ -406,9 +402,7 @@ class Trainer:
             self.ema.copy_to(self.eval_model)
         else:
             self.eval_model.load_state_dict(self.unwrapped.state_dict())
-        results = evaluate(
-            self.eval_model, self.val_dls, self.accelerator, config.upscale_factor, with_ssim=config.val_ssim
-        )
+        results = validate(self.eval_model, self.val_sets, self.accelerator, config.upscale_factor)
         record = {"step": state.step, "seconds": round(state.seconds, 2), **results}
         state.last_eval = record
         self.metrics.write(record)
@@ -452,7 +446,7 @@ class Trainer:
     def fit(self) -> bool:
         """Train until max_steps or the time budget; returns True when stopped early."""
         config, state, accelerator = self.config, self.state, self.accelerator
-        self.first_val = next(iter(self.val_dls)).lower()
+        self.first_val = next(iter(self.val_sets)).lower()
         patches_per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
         progress = tqdm(
             total=config.max_steps,
@@ -516,7 +510,7 @@ class Trainer:
         state, config = self.state, self.config
         # no evaluation at the current step yet (e.g. resumed from the last checkpoint)
         if state.step == 0 or state.last_eval.get("step") != state.step:
-            self.first_val = next(iter(self.val_dls)).lower()
+            self.first_val = next(iter(self.val_sets)).lower()
             self.run_eval()
         if self.is_main:
             if self.ema is not None:
