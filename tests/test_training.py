@@ -29,6 +29,7 @@ from espcn_hf.training import (
     ScheduleClock,
     TrainingConfig,
     TrainState,
+    choose_data_path,
     compute_loss,
     get_loss,
     init_from_pretrained,
@@ -488,3 +489,26 @@ def test_div2k_preset_trains_from_a_local_copy_of_the_hub_repo(tmp_path, data_di
     assert info["train_images"] == 3  # the train split only, read from DIV2K_train_HR.zip
     assert info["config"]["patch_size"] == 8 and info["config"]["lr_schedule"] == "cosine"
     assert (out / "best" / "model.safetensors").is_file()
+
+
+def test_data_path_choice_and_every_training_set(tmp_path, monkeypatch):
+    cpu = torch.device("cpu")
+    assert choose_data_path("auto", 10_000_000, cpu)[0] == "device"
+    path, why = choose_data_path("auto", 10**15, cpu)  # a petabyte does not fit: the DataLoader path
+    assert path == "loader" and why.startswith("auto: 1000000000 MB of training images")
+    assert choose_data_path("loader", 1, cpu) == ("loader", "data_path=loader")
+    assert choose_data_path("device", 10**15, cpu)[0] == "device"  # forced
+    with pytest.raises(ValueError, match="data_path"):
+        choose_data_path("gpu", 1, cpu)
+    # train_dirs: all = every folder under <data dir>/train (a set added later is picked up too)
+    for name in ("T91", "BSD200", "NewSet"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+    (tmp_path / "train" / "README.txt").write_text("not a set")
+    monkeypatch.setenv("ESPCN_HF_DATA_DIR", str(tmp_path))
+    assert [p.name for p in train.resolve_train_dirs("all")] == ["BSD200", "NewSet", "T91"]
+    assert train.resolve_train_dirs(["T91"]) == [tmp_path / "train" / "T91"]
+    for preset in ("espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"):
+        for suffix in ("", "-gpu"):
+            assert (
+                TrainingConfig.from_sources(ROOT / "configs" / f"{preset}{suffix}.yaml").train_dirs == "all"
+            )
