@@ -9,8 +9,10 @@ Decisions, in the order a reader meets them:
   video stream counts (.mp4, .mov, .mkv, .webm, .avi, .ts, ...), except still images (FFmpeg's image demuxers,
   `*_pipe` / `image2`) and cover art. An animated GIF or APNG counts as a video only with two or more frames; a
   one-frame GIF is an image (the image path upscales it).
-* Streaming. Frames are decoded, batched (`batch_size`), upscaled and encoded as they come: memory is bounded by
-  one batch plus the encoder's look-ahead, whatever the length.
+* Streaming. Frames are decoded, batched (`batch_size`), upscaled and encoded as they come, in three stages that
+  overlap: decoding and encoding (PyAV/FFmpeg) run in their own threads while the model runs in the caller's
+  thread (on a GPU the CPU work then hides behind the network, on a CPU behind torch's parallel sections). Bounded
+  queues between the stages keep memory at a few batches plus the encoder's look-ahead, whatever the length.
 * Timing. Every output frame keeps its input frame's timestamp (pts in the input stream's time base), so the frame
   count, frame rate and variable frame timing carry over; the nominal rate is the input's.
 * Audio streams are copied packet for packet (no re-encoding). Subtitle and data streams are not copied. An audio
@@ -29,9 +31,12 @@ Decisions, in the order a reader meets them:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -49,6 +54,9 @@ DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
 DEFAULT_CRF = 18
 DEFAULT_BATCH_SIZE = 4
+# Batches waiting between the decode, SR and encode stages (each stage runs in its own thread): memory is bounded
+# by about 2 * QUEUE_BATCHES + 3 batches of frames whatever the video length.
+QUEUE_BATCHES = 2
 # Encoders that take a constant-quality `crf` option (lower = better; 0 = lossless for libx264 8-bit).
 CRF_CODECS = {"libx264": {}, "libx264rgb": {}, "libx265": {}, "libvpx-vp9": {"b": "0"}, "libaom-av1": {"b": "0"}}
 # Formats whose single-frame files are images, unless they hold two or more frames.
@@ -195,14 +203,42 @@ def _even_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     return width - width % step_x, height - height % step_y
 
 
-def _decoded(container, stream, audio_streams: list, pending: list) -> Iterator[list]:
-    """Demux the input; audio packets go to `pending` (muxed by the caller), video frames come out in lists."""
-    for packet in container.demux(stream, *audio_streams):
-        if packet.stream.type == "audio":
-            if packet.dts is not None:  # skip the demuxer's empty flush packets
-                pending.append(packet)
-            continue
-        yield packet.decode()
+class _Stopped(Exception):
+    """Another stage of the pipeline stopped (its error, if any, is raised by the caller)."""
+
+
+class _Stage(threading.Thread):
+    """A pipeline stage in a thread: keeps its exception and stops the other stages when it fails."""
+
+    def __init__(self, name: str, target, stop: threading.Event) -> None:
+        super().__init__(name=name, daemon=True)
+        self._run, self._stop_event, self.error = target, stop, None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except _Stopped:
+            pass
+        except BaseException as error:  # handed to the calling thread, which raises it
+            self.error = error
+            self._stop_event.set()
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while True:
+        if stop.is_set():
+            raise _Stopped
+        with contextlib.suppress(queue.Full):
+            q.put(item, timeout=0.05)
+            return
+
+
+def _get(q: queue.Queue, stop: threading.Event):
+    while True:
+        with contextlib.suppress(queue.Empty):
+            return q.get(timeout=0.05)
+        if stop.is_set():
+            raise _Stopped
 
 
 def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
@@ -290,23 +326,36 @@ def upscale_video(
             raise VideoError(f"{src}: the video stream has no frame size")
         out_width, out_height = _even_size(in_width * r, in_height * r, pix_fmt)
         bar = tqdm(total=stream.frames or None, unit="frame", desc=src_path.name, disable=not progress)
+        stop = threading.Event()
+        decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)  # ("video", frames, pixels) | ("audio", packet)
+        upscaled: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)  # ("video", frames, uint8 RGB) | ("audio", packet)
+        written = {"frames": 0, "rotation": 0}
         try:
             with atomic_path(dst_path) as tmp, av.open(str(tmp), "w", format=format_name) as output:
-                audio_out: dict = {}
-                out_stream = None
-                pending: list = []  # audio packets waiting for the output header
-                batch: list = []
-                frames_written = rotation = 0
+
+                def read() -> None:  # stage 1 (thread): demux, decode, convert to RGB, batch
+                    batch: list = []
+                    for packet in container.demux(stream, *audio_in):
+                        if packet.stream.type == "audio":
+                            if packet.dts is not None:  # skip the demuxer's empty flush packets
+                                _put(decoded, ("audio", packet), stop)
+                            continue
+                        for frame in packet.decode():
+                            batch.append(frame)
+                            if len(batch) == batch_size:
+                                _put(decoded, ("video", batch, _rgb_batch(batch, in_width, in_height)), stop)
+                                batch = []
+                    if batch:
+                        _put(decoded, ("video", batch, _rgb_batch(batch, in_width, in_height)), stop)
+                    _put(decoded, None, stop)
 
                 def start(first) -> av.video.stream.VideoStream:
-                    nonlocal rotation
                     rate = stream.average_rate or stream.guessed_rate
                     video = output.add_stream(codec, rate=rate)
                     video.width, video.height, video.pix_fmt = out_width, out_height, pix_fmt
                     video.time_base = stream.time_base
                     video.codec_context.time_base = stream.time_base
-                    colorspace = first.colorspace if first.colorspace not in (0, 2) else 1  # 1 = BT.709
-                    video.codec_context.colorspace = colorspace
+                    video.codec_context.colorspace = first.colorspace if first.colorspace not in (0, 2) else 1  # BT.709
                     video.codec_context.color_range = 1  # limited ("tv") range
                     if first.color_primaries not in (0, 2):
                         video.codec_context.color_primaries = first.color_primaries
@@ -319,49 +368,61 @@ def upscale_video(
                     matrix = _display_matrix(first)
                     if matrix is not None:
                         video.set_display_matrix(matrix)
-                        rotation = int(first.rotation or 0)
-                    # The video stream first, then the audio streams in their input order.
-                    audio_out.update({a: output.add_stream_from_template(a) for a in audio_in})
+                        written["rotation"] = int(first.rotation or 0)
                     return video
 
-                def flush_audio() -> None:
-                    for packet in pending:
-                        packet.stream = audio_out[packet.stream]
-                        output.mux(packet)
-                    pending.clear()
-
-                def encode(frames: list) -> None:
-                    nonlocal frames_written
-                    pixels = _rgb_batch(frames, in_width, in_height)
-                    result = upscale(pixels, model, device=device)[..., :out_height, :out_width]
-                    rgb = quantize_uint8(result).permute(0, 2, 3, 1).cpu().numpy()
-                    for frame, array in zip(frames, rgb, strict=True):
-                        out = av.VideoFrame.from_ndarray(array, format="rgb24")
-                        out = out.reformat(format=pix_fmt, dst_colorspace=out_stream.codec_context.colorspace)
-                        out.pts, out.time_base = frame.pts, frame.time_base
-                        output.mux(out_stream.encode(out))
-                    frames_written += len(frames)
-                    bar.update(len(frames))
-
-                try:
-                    for frames in _decoded(container, stream, audio_in, pending):
-                        for frame in frames:
-                            if out_stream is None:
-                                out_stream = start(frame)
-                            batch.append(frame)
-                            if len(batch) == batch_size:
-                                encode(batch)
-                                batch = []
-                        if out_stream is not None:
-                            flush_audio()
-                    if out_stream is None:
+                def write() -> None:  # stage 3 (thread): RGB -> pix_fmt, encode, mux video and audio in order
+                    video, audio_out, pending = None, {}, []  # pending: audio before the first video frame
+                    while (item := _get(upscaled, stop)) is not None:
+                        if item[0] == "audio":
+                            pending.append(item[1])
+                        else:
+                            _, frames, rgb = item
+                            if video is None:
+                                video = start(frames[0])
+                                # The video stream first, then the audio streams in their input order.
+                                audio_out = {a: output.add_stream_from_template(a) for a in audio_in}
+                            for frame, array in zip(frames, rgb, strict=True):
+                                out = av.VideoFrame.from_ndarray(array, format="rgb24")
+                                out = out.reformat(format=pix_fmt, dst_colorspace=video.codec_context.colorspace)
+                                out.pts, out.time_base = frame.pts, frame.time_base
+                                output.mux(video.encode(out))
+                            written["frames"] += len(frames)
+                            bar.update(len(frames))
+                        if video is not None:
+                            for packet in pending:
+                                packet.stream = audio_out[packet.stream]
+                                output.mux(packet)
+                            pending.clear()
+                    if video is None:
                         raise VideoError(f"{src}: the video stream has no decodable frames")
-                    if batch:
-                        encode(batch)
-                    flush_audio()
-                    output.mux(out_stream.encode(None))
-                except av.error.FFmpegError as error:
-                    raise VideoError(f"{src} -> {dst}: FFmpeg failed ({error})") from None
+                    output.mux(video.encode(None))
+
+                reader, writer = _Stage("espcn-decode", read, stop), _Stage("espcn-encode", write, stop)
+                reader.start()
+                writer.start()
+                try:  # stage 2 (this thread): super-resolution
+                    while (item := _get(decoded, stop)) is not None:
+                        if item[0] == "video":
+                            _, frames, pixels = item
+                            result = upscale(pixels, model, device=device)[..., :out_height, :out_width]
+                            item = ("video", frames, quantize_uint8(result).permute(0, 2, 3, 1).cpu().numpy())
+                        _put(upscaled, item, stop)
+                    _put(upscaled, None, stop)
+                except _Stopped:
+                    pass
+                except BaseException:
+                    stop.set()
+                    raise
+                finally:
+                    writer.join()
+                    stop.set()  # the writer is done: a reader still blocked on a full queue may leave
+                    reader.join()
+                for stage in (reader, writer):
+                    if isinstance(stage.error, av.error.FFmpegError):
+                        raise VideoError(f"{src} -> {dst}: FFmpeg failed ({stage.error})") from None
+                    if stage.error is not None:
+                        raise stage.error
         finally:
             bar.close()
     return VideoInfo(
@@ -369,11 +430,11 @@ def upscale_video(
         format=format_name,
         width=out_width,
         height=out_height,
-        frames=frames_written,
+        frames=written["frames"],
         rate=stream.average_rate or stream.guessed_rate,
         codec=codec,
         audio_codecs=tuple(a.codec_context.name for a in audio_in),
-        rotation=rotation,
+        rotation=written["rotation"],
     )
 
 
