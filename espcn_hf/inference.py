@@ -57,7 +57,6 @@ INFERENCE_MODES = {
     "channels_last": {"dtype": None, "memory_format": "channels_last"},
     "bf16": {"dtype": torch.bfloat16, "memory_format": "channels_last"},
 }
-INFERENCE_PATHS = tuple(INFERENCE_MODES)  # deprecated name
 
 
 def _tiles(
@@ -201,20 +200,6 @@ def resolve_options(
             f"memory_format must be torch.channels_last or torch.contiguous_format, got {memory_format!r}"
         )
     return dtype, memory_format
-
-
-def prepare_for_inference(
-    model: ESPCNForImageSuperResolution, precision: str = "auto"
-) -> ESPCNForImageSuperResolution:
-    """Deprecated: pass `dtype=` / `memory_format=` (or `**INFERENCE_MODES[name]`) to `upscale_tensor` instead.
-
-    Changes nothing on `model`: returns it as it is, or a bfloat16 copy for "bf16".
-    """
-    warnings.warn(
-        "prepare_for_inference is deprecated: pass dtype=/memory_format= to upscale_tensor", FutureWarning, 2
-    )
-    dtype, _ = resolve_options(None, "channels_last", precision=precision)
-    return model if dtype is None else copy.deepcopy(model).to(dtype=dtype)
 
 
 def _dtype_context(model: torch.nn.Module, dtype: torch.dtype | None):
@@ -437,7 +422,6 @@ __all__ = [
     "auto_tile_size",
     "load_model",
     "parse_tile_size",
-    "prepare_for_inference",
     "resolve_options",
     "resolve_tiling",
     "upscale",
