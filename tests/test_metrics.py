@@ -263,6 +263,16 @@ def test_ssim_matches_dense_reference():
     assert ssim(a, b, scale=3) == pytest.approx(ssim(b, a, scale=3), abs=1e-12)
 
 
+def test_ssim_in_row_blocks_matches_dense_reference():
+    """Images taller than one CPU block of SSIM rows (several blocks and a partial last one)."""
+    rng = np.random.default_rng(4)
+    height = 2 * metrics._SSIM_CPU_ROWS + 23
+    a = rng.integers(0, 256, size=(height, 37), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-25, 26, size=a.shape), 0, 255).astype(np.uint8)
+    reference = _reference_ssim(a.astype(float), b.astype(float))
+    assert ssim(a, b, scale=1, crop_border=0) == pytest.approx(reference, abs=1e-12)
+
+
 def test_ssim_too_small_raises():
     with pytest.raises(ValueError):
         ssim(torch.rand(1, 3, 12, 12), torch.rand(1, 3, 12, 12), scale=2)
