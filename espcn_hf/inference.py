@@ -32,8 +32,8 @@ from .modeling_espcn import ESPCNForImageSuperResolution
 from .pretrained import CheckpointError, load_model  # their home is pretrained.py; re-exported here
 
 # tile_size="auto" on CPU (and other non-CUDA devices): tiles of 256 LR pixels whenever the image is larger.
-# Measured on the 2-core AVX-512 CPU (benchmarks/speed_cpu.md): 256 px tiles run 20-35 % faster than a whole
-# 640x360 frame (the working set stays in cache) and the output is the same. On CUDA "auto" runs whole frames
+# On the 2-core AVX-512 CPU 256 px tiles ran 20-35 % faster than a whole 640x360 frame when this default was
+# chosen (the working set stays in cache; `scripts/benchmark.py --tile 0` times whole frames), same output. On CUDA "auto" runs whole frames
 # when they fit in free memory (tiles only cost launches there), see `auto_tile_size`.
 AUTO_TILE_SIZE = 256
 MIN_TILE_SIZE = 8
