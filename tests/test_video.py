@@ -243,3 +243,10 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
     assert all(is_partial_file(p) for p in leftovers)
     upscale_video(clip, target, tiny_checkpoint, progress=False)  # a re-run completes
     assert len(decode(target)) == FRAMES
+
+
+def test_encoder_failure_in_the_writer_thread_is_one_error_and_no_file(clip, model, tmp_path):
+    with pytest.raises(VideoError, match="FFmpeg failed") as error:
+        upscale_video(clip, tmp_path / "out.mp4", model, pix_fmt="gray16be", progress=False)  # libx264 refuses it
+    assert str(clip) in str(error.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
