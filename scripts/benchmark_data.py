@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = device.type == "cuda"
     if cuda and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as scripts/train.py: one batch shape
     workers = args.workers if args.workers is not None else min(8, os.cpu_count() or 1)
     batches = args.batches or (50 if cuda else 10)
     steps = args.steps or (50 if cuda else 3)

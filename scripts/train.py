@@ -232,6 +232,8 @@ class Trainer:
         config, accelerator = self.config, self.accelerator
         if config.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        elif accelerator.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # training batches all have one shape
         set_seed(config.seed)  # before the model is built: identical initial weights on every process
         model = build_model(config)
         if self.args.init_from:

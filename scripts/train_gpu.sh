@@ -21,7 +21,7 @@
 #   1. espcn-x3-gpu alone (its curve is the issue-11 evidence)   MIN_X3=4.0
 #   2. espcn-x2-gpu and espcn-x4-gpu (from x3's best/) and espcn-paper-x3-gpu, concurrently   MIN_B=2.25
 #   Each run has a hard `timeout` (SIGTERM: the run stops cleanly and still saves best/ and final/), capped so
-#   that the whole command ends within SLOT_S=560 s; results are packed after each phase, so a cut-off
+#   that the whole command ends within SLOT_S=570 s; results are packed after each phase, so a cut-off
 #   second phase still returns the x3 run.
 #
 # Dry run on a CPU (tiny budgets, tiny batches, same code path end to end, bf16 autocast on CPU):
@@ -34,7 +34,7 @@ OUT=${OUT:-runs-gpu-out}
 RUNS=${RUNS:-runs-gpu}
 PYTHON=${PYTHON:-python3}
 DRY_RUN=${DRY_RUN:-0}
-SLOT_S=${SLOT_S:-560}  # this command's own deadline (the tool kills it at 600 s)
+SLOT_S=${SLOT_S:-570}  # this command's own deadline (the tool kills it at 600 s)
 if [ "$DRY_RUN" = 1 ]; then
     MIN_X3=${MIN_X3:-0.1}
     MIN_B=${MIN_B:-0.08}
@@ -124,7 +124,7 @@ if [ -f "$RUNS/espcn-x3-gpu/best/model.safetensors" ]; then
     INIT=(--init_from "$RUNS/espcn-x3-gpu/best")
 fi
 # 2. x2, x4 (from x3) and the paper's x3 net, side by side on the same GPU; the budget shrinks to what is left
-LEFT_MIN=$("$PYTHON" -c "print(round(min(float('$MIN_B'), ($SLOT_S - 25 - 100 - ($(date +%s) - $START)) / 60), 2))")
+LEFT_MIN=$("$PYTHON" -c "print(round(min(float('$MIN_B'), ($SLOT_S - 25 - 75 - ($(date +%s) - $START)) / 60), 2))")
 if "$PYTHON" -c "import sys; sys.exit(0 if float('$LEFT_MIN') >= 0.05 else 1)"; then
     train espcn-x2-gpu "$LEFT_MIN" "${INIT[@]}" &
     train espcn-x4-gpu "$LEFT_MIN" "${INIT[@]}" &
