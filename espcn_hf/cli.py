@@ -17,9 +17,11 @@ Guarantees of `upscale` (tests/test_cli.py, tests/test_faults.py):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from .fileio import atomic_save, is_partial_file
@@ -160,44 +162,81 @@ def save_image(image, target: Path) -> None:
 # --- the upscale command ---------------------------------------------------------------------------------------
 
 
-def _quiet_libraries(quiet: bool) -> None:
-    """No weight-loading bars from transformers / huggingface_hub; with -q nothing but errors."""
+@contextlib.contextmanager
+def _library_output(quiet: bool) -> Iterator[None]:
+    """No weight-loading bars from transformers / huggingface_hub and, with -q, nothing but errors; the
+    libraries' settings are restored afterwards (main() may run inside a longer-lived process)."""
     import huggingface_hub.utils
-    import transformers.utils.logging
+    import transformers.utils.logging as transformers_logging
 
-    transformers.utils.logging.disable_progress_bar()
+    bars = transformers_logging.is_progress_bar_enabled()
+    hub_bars = not huggingface_hub.utils.are_progress_bars_disabled()
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
-    if quiet:
-        transformers.utils.logging.set_verbosity_error()
-        warnings.simplefilter("ignore")
+    try:
+        with warnings.catch_warnings():
+            if quiet:
+                transformers_logging.set_verbosity_error()
+                warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
+        if hub_bars:
+            huggingface_hub.utils.enable_progress_bars()
+
+
+class Reporter:
+    """Messages of a command, printed above any progress bar (`tqdm.write`): information on stdout and
+    warnings on stderr (both silent with -q), errors on stderr always."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def write(self, message: str, file=sys.stderr) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message, file=file)
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.write(message, sys.stdout)
+
+    def warning(self, message: str) -> None:
+        if not self.quiet:
+            self.write(f"warning: {message}", sys.stderr)
+
+    def error(self, message: str) -> None:
+        self.write(f"error: {message}", sys.stderr)
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    def say(message: str) -> None:  # information: stdout, above the progress bar, silent with -q
-        if not args.quiet:
-            tqdm.write(message, file=sys.stdout)
-
-    def complain(message: str) -> None:  # errors: stderr, above the progress bar, always
-        tqdm.write(f"error: {message}", file=sys.stderr)
-
+    report = Reporter(args.quiet)
     files, errors = _collect_inputs(args.inputs)
     for message in errors:
-        complain(message)
+        report.error(message)
     if not files:
-        complain("nothing to upscale")
+        report.error("nothing to upscale")
         return EXIT_FAILURES
     several = len(args.inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
     output = Path(args.output)
     try:  # usage errors of -o before the model is loaded (the factor only names files inside a folder)
         plan_outputs(files, output, several, args.scale or 3)
     except UsageError as error:
-        complain(str(error))
+        report.error(str(error))
         return EXIT_USAGE
+    with _library_output(args.quiet):
+        return _upscale_files(args, files, len(errors), several, output, report)
 
-    _quiet_libraries(args.quiet)
+
+def _upscale_files(
+    args: argparse.Namespace, files: list[Path], failures: int, several: bool, output: Path, report: Reporter
+) -> int:
+    from tqdm.auto import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .image_io import ImageLoadError
     from .inference import upscale
     from .pretrained import CheckpointError, resolve_model
@@ -205,18 +244,17 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     try:
         model, source = resolve_model(args.model, args.scale, device=args.device)
     except CheckpointError as error:
-        complain(str(error))
+        report.error(str(error))
         return EXIT_FAILURES
-    say(source)
+    report.info(source)
     factor = model.config.upscale_factor
     targets = plan_outputs(files, output, several, factor)
     try:
         targets[0].parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        complain(f"{targets[0].parent}: cannot create the output folder ({error.strerror or error})")
+        report.error(f"{targets[0].parent}: cannot create the output folder ({error.strerror or error})")
         return EXIT_FAILURES
 
-    failures = len(errors)
     written = 0
     bar = tqdm(
         list(zip(files, targets, strict=True)),
@@ -228,7 +266,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         for source_path, target in bar:
             same = _same_file_as_an_input(target, files)
             if same is not None:
-                complain(
+                report.error(
                     f"{source_path}: refusing to overwrite the input file {same} (-o {target} is that file)"
                 )
                 failures += 1
@@ -245,23 +283,23 @@ def cmd_upscale(args: argparse.Namespace) -> int:
                         max_output_pixels=args.max_output_pixels or None,
                     )
                 for warning in caught:
-                    say(f"warning: {source_path}: {warning.message}")
+                    report.warning(f"{source_path}: {warning.message}")
             except (ImageLoadError, ValueError, RuntimeError, MemoryError) as error:
-                complain(str(error) if isinstance(error, ImageLoadError) else f"{source_path}: {error}")
+                report.error(str(error) if isinstance(error, ImageLoadError) else f"{source_path}: {error}")
                 failures += 1
                 continue
             try:
                 save_image(result, target)
             except (OSError, ValueError) as error:
                 reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-                complain(f"{target}: cannot write ({reason}); {source_path} not saved")
+                report.error(f"{target}: cannot write ({reason}); {source_path} not saved")
                 failures += 1
                 continue
             written += 1
             if len(files) < 2:
-                say(f"{source_path} -> {target} ({result.width}x{result.height})")
+                report.info(f"{source_path} -> {target} ({result.width}x{result.height})")
     if failures:
-        tqdm.write(f"{failures} input(s) failed, {written} written", file=sys.stderr)
+        report.write(f"{failures} input(s) failed, {written} written", sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK
 
@@ -322,7 +360,9 @@ def add_upscale_parser(subparsers) -> None:
         help="tile size in input pixels; 'auto' = whole frames on a GPU when they fit, 256 on CPU; 0 = none "
         "(tiled output equals untiled)",
     )
-    up.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu, or where the model is)")
+    up.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu, or where the model is)"
+    )
     up.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
