@@ -65,6 +65,33 @@ def _save_image(image: Image.Image, target: Path) -> None:
     atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
 
 
+def distributed_state():
+    """accelerate's `PartialState` for this process. Several processes without CUDA (`accelerate launch
+    --multi_gpu` on CPUs) get MULTI_CPU over gloo: accelerate only picks it when told `cpu=True`, the rule the
+    training script uses too."""
+    from accelerate import PartialState
+
+    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return PartialState(cpu=cpu)
+
+
+def share_of_work(
+    pairs: Sequence[tuple[Path, Path]], *, overwrite: bool = False, state=None
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """This process's share of the (input, output) pairs whose output is not there yet, and the inputs skipped
+    because their output is complete (all of them, on every process).
+
+    Every process lists the pending pairs, all wait at a barrier (so no process sees another's fresh outputs
+    while listing), then `split_between_processes` gives each a contiguous share. One process: all pending pairs.
+    """
+    state = state or distributed_state()
+    pending = [(f, o) for f, o in pairs if overwrite or not Path(o).exists()]
+    skipped = [str(f) for f, o in pairs if not overwrite and Path(o).exists()]
+    state.wait_for_everyone()
+    with state.split_between_processes(pending) as share:
+        return list(share), skipped
+
+
 def upscale_files(
     files: Sequence[str | os.PathLike],
     outputs: Sequence[str | os.PathLike],
@@ -89,49 +116,43 @@ def upscale_files(
         video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size).
         progress: a tqdm bar on the main process.
     """
-    from accelerate import PartialState
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
     if len(files) != len(outputs):
         raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")
-    # Several processes without CUDA (`accelerate launch --multi_gpu` on CPUs): accelerate only picks MULTI_CPU
-    # (gloo) when told `cpu=True`; the training script uses the same rule.
-    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    state = PartialState(cpu=cpu)
-    if device is None and state.distributed_type != "NO":
-        device = state.device
+    state = distributed_state()
+    if state.num_processes > 1 and (
+        device is None or (torch.device(device).type == state.device.type and torch.device(device).index is None)
+    ):
+        device = state.device  # one GPU per process ("cuda" alone would put every process on cuda:0)
     model = placed_model(model, device)
 
     pairs = [(Path(f), Path(o)) for f, o in zip(files, outputs, strict=True)]
-    pending = [(f, o) for f, o in pairs if overwrite or not o.exists()]
-    skipped = [str(f) for f, o in pairs if not overwrite and o.exists()]
-    state.wait_for_everyone()  # every process has listed the pending files before anyone writes one
-
+    share, skipped = share_of_work(pairs, overwrite=overwrite, state=state)
     result = BatchResult(skipped=skipped if state.is_main_process else [], num_processes=state.num_processes)
-    with state.split_between_processes(pending) as share:
-        result.shares = [len(share)]
-        bar = tqdm(
-            share,
-            unit="file",
-            desc=f"x{model.config.upscale_factor}",
-            disable=not (progress and state.is_main_process and len(share) > 1),
-        )
-        for source, target in bar:
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if is_video(source):
-                    upscale_video(
-                        source, target, model, device=device, progress=progress and len(pairs) == 1,
-                        **(video_options or {}),
-                    )  # fmt: skip
-                else:
-                    image = upscale(str(source), model, tile_size=tile_size, device=device, max_pixels=max_pixels)
-                    _save_image(image, target)
-            except (ImageLoadError, VideoError, ValueError, OSError, torch.OutOfMemoryError) as error:
-                result.failed.append((str(source), str(error).splitlines()[0] if str(error) else type(error).__name__))
-                continue
-            result.written.append(str(target))
+    result.shares = [len(share)]
+    bar = tqdm(
+        share,
+        unit="file",
+        desc=f"x{model.config.upscale_factor}",
+        disable=not (progress and state.is_main_process and len(share) > 1),
+    )
+    for source, target in bar:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if is_video(source):
+                upscale_video(
+                    source, target, model, device=device, progress=progress and len(pairs) == 1,
+                    **(video_options or {}),
+                )  # fmt: skip
+            else:
+                image = upscale(str(source), model, tile_size=tile_size, device=device, max_pixels=max_pixels)
+                _save_image(image, target)
+        except (ImageLoadError, VideoError, ValueError, OSError, torch.OutOfMemoryError) as error:
+            result.failed.append((str(source), str(error).splitlines()[0] if str(error) else type(error).__name__))
+            continue
+        result.written.append(str(target))
     if state.num_processes > 1:
         gathered = gather_object([result])
         result = BatchResult(
@@ -171,4 +192,12 @@ def output_suffix(source: str | os.PathLike) -> str:
     return ".mp4" if is_video(source) else ".png"
 
 
-__all__ = ["BatchResult", "add_arguments", "output_suffix", "upscale_files", "video_options"]
+__all__ = [
+    "BatchResult",
+    "add_arguments",
+    "distributed_state",
+    "output_suffix",
+    "share_of_work",
+    "upscale_files",
+    "video_options",
+]

@@ -166,6 +166,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
 
 
+def add_parser(subparsers) -> None:
+    """Register `espcn-hf export` on the CLI's sub-parsers (espcn_hf.cli.COMMANDS)."""
+    parser = subparsers.add_parser(
+        "export",
+        help="export a model to ONNX (onnxruntime, transformers.js)",
+        description="Export an ESPCN model to one ONNX file: input pixel_values (batch, 3, height, width) RGB in "
+        "[0, 1], output reconstruction (batch, 3, r*height, r*width); dynamic batch/height/width. The file is "
+        "checked against torch with onnxruntime (max abs diff <= 1e-4) before it is written.",
+        epilog="example:\n  espcn-hf export espcn-hf/espcn-x3 -o onnx/model.onnx",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def run(args: argparse.Namespace) -> int:
     """`espcn-hf export MODEL -o model.onnx`: 0 on success, 1 with one error line otherwise."""
     try:
@@ -177,4 +192,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_OPSET", "add_arguments", "check_onnx", "export_onnx", "run"]
+__all__ = ["DEFAULT_OPSET", "add_arguments", "add_parser", "check_onnx", "export_onnx", "run"]

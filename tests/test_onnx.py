@@ -65,9 +65,11 @@ def test_bad_opset_is_refused():
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser()
-    onnx_export.add_arguments(parser)
-    return parser.parse_args(argv)
+    parser = argparse.ArgumentParser(prog="espcn-hf")
+    onnx_export.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *argv])
+    assert args.func is onnx_export.run
+    return args
 
 
 def test_export_command(tiny_checkpoint, tmp_path, capsys):
