@@ -512,3 +512,30 @@ def test_data_path_choice_and_every_training_set(tmp_path, monkeypatch):
             assert (
                 TrainingConfig.from_sources(ROOT / "configs" / f"{preset}{suffix}.yaml").train_dirs == "all"
             )
+
+
+def test_bf16_channels_last_and_accumulation_on_the_device_path(tmp_path, data_dirs):
+    """The GPU presets' settings (bf16 autocast through accelerate, channels-last memory) with gradient
+    accumulation, on CPU tensors: each optimizer step takes two device-path batches."""
+    out = tmp_path / "amp"
+    extra = [
+        "--max_steps",
+        "4",
+        "--eval_steps",
+        "4",
+        "--mixed_precision",
+        "bf16",
+        "--set",
+        "channels_last=true",
+    ]
+    extra += ["--set", "gradient_accumulation_steps=2", "--data_path", "device"]
+    assert train.main(_args(out, data_dirs, *extra)) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["mixed_precision"] == "bf16" and info["data_path"] == "device"
+    record = read_metrics(out / "metrics.jsonl")[-1]
+    assert record["step"] == 4 and math.isfinite(record["val_psnr"])
+    model = ESPCNForImageSuperResolution.from_pretrained(out / "final")
+    assert next(model.parameters()).dtype == torch.float32  # the saved weights stay fp32
+    # the data position saved in the checkpoint: 2 batches per optimizer step
+    state = torch.load(out / "checkpoints" / "step_4" / "custom_checkpoint_0.pkl", weights_only=False)
+    assert state["step"] == 4 and state["data_step"] == 8
