@@ -12,9 +12,9 @@
 #        data_throughput_cuda.json / .md   scripts/benchmark_data.py --device cuda (device path vs DataLoader)
 #        timing.txt     when each phase started and ended, versions, exit codes
 #        summary.txt    the last line of each training log (best Set5 PSNR, steps, minutes)
-# 3. HERE, afterwards: tar -xzf <files_at>/runs.tar.gz -C runs/; commit runs/<name>/metrics.jsonl as
-#    benchmarks/runs/<model>-gpu/metrics.jsonl and benchmarks/data_throughput_cuda.*, copy each best/ to the
-#    shipped checkpoint folder, re-evaluate with scripts/evaluate.py.
+# 3. HERE, afterwards: python scripts/collect_gpu_runs.py <files_at>   (unpacks into runs/gpu-slot/, copies
+#    each metrics.jsonl + run.json to benchmarks/runs/<name>/ and data_throughput_cuda.* to benchmarks/, prints
+#    the best scores); then ship each best/ folder, re-evaluate with scripts/evaluate.py, commit the evidence.
 #
 # Schedule on the GPU (minutes of training time; start-up, evaluations and saving come on top):
 #   0. benchmark_data.py --device cuda                          ~0.5 min
@@ -26,12 +26,12 @@
 #
 # Dry run on a CPU (tiny budgets, tiny batches, same code path end to end, bf16 autocast on CPU):
 #   DRY_RUN=1 OUT=/tmp/gpu-dry bash scripts/train_gpu.sh
-# Variables: OUT, RUNS (work folder, default runs-gpu), MIN_X3, MIN_B, SLOT_S, PYTHON, EXTRA (train.py flags).
+# Variables: OUT, RUNS (work folder, default runs/gpu-slot), MIN_X3, MIN_B, SLOT_S, PYTHON, EXTRA (train.py flags).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${OUT:-runs-gpu-out}
-RUNS=${RUNS:-runs-gpu}
+OUT=${OUT:-runs/gpu-slot-out}
+RUNS=${RUNS:-runs/gpu-slot}
 PYTHON=${PYTHON:-python3}
 DRY_RUN=${DRY_RUN:-0}
 SLOT_S=${SLOT_S:-570}  # this command's own deadline (the tool kills it at 600 s)
