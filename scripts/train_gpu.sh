@@ -24,6 +24,12 @@
 #   that the whole command ends within SLOT_S=570 s; results are packed after each phase, so a cut-off
 #   second phase still returns the x3 run.
 #
+#    A slot has 15 minutes of device time in all, so there is room for ONE full run plus, before it, an optional
+#    2-minute smoke test of the CUDA path on the same warm machine (the second call must follow within the
+#    machine's 30 s warm window):
+#        run(command="SMOKE=1 bash scripts/train_gpu.sh", carry=["gpu_data"], timeout_s=240)
+#        run(command="bash scripts/train_gpu.sh", carry=["gpu_data"], timeout_s=600)
+#
 # Dry run on a CPU (tiny budgets, tiny batches, same code path end to end, bf16 autocast on CPU):
 #   DRY_RUN=1 OUT=/tmp/gpu-dry bash scripts/train_gpu.sh
 # Variables: OUT, RUNS (work folder, default runs/gpu-slot), MIN_X3, MIN_B, SLOT_S, PYTHON, EXTRA (train.py flags).
@@ -41,6 +47,11 @@ if [ "$DRY_RUN" = 1 ]; then
     EXTRA=${EXTRA:-"--cpu --num_threads 1 --set batch_size=8 --set patch_size=12 --set max_train_images=12 \
 --set eval_steps=10 --set log_steps=5 --set val_sets=[Set5] --set warmup_steps=2"}
     BENCH=(--device cpu --folders gpu_data/train/T91 --batch-size 16 --batches 1 --steps 1 --repeats 1)
+elif [ "${SMOKE:-0}" = 1 ]; then  # the real CUDA path in about 2 minutes: tiny budgets, 60 training images
+    MIN_X3=${MIN_X3:-0.15}
+    MIN_B=${MIN_B:-0.1}
+    EXTRA=${EXTRA:-"--set max_train_images=60 --set eval_steps=100"}
+    BENCH=(--device cuda --folders gpu_data/train/T91 --batches 5 --steps 5 --repeats 1)
 else
     MIN_X3=${MIN_X3:-4.0}
     MIN_B=${MIN_B:-2.25}
@@ -59,7 +70,7 @@ if [ ! -d gpu_data/train ]; then
     log "error: gpu_data/ is missing: run 'python scripts/prepare_gpu_data.py' here and carry gpu_data"
     exit 2
 fi
-log "start (DRY_RUN=$DRY_RUN, MIN_X3=$MIN_X3, MIN_B=$MIN_B)"
+log "start (DRY_RUN=$DRY_RUN, SMOKE=${SMOKE:-0}, MIN_X3=$MIN_X3, MIN_B=$MIN_B)"
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv,noheader 2>&1 \
     | sed 's/^/gpu: /' | tee -a "$OUT/timing.txt" || true
 if ! "$PYTHON" -c "import torch, transformers, accelerate, espcn_hf, espcn_hf.training, espcn_hf.data
