@@ -15,8 +15,8 @@ Steps (each one printed, the whole run fails on the first problem):
    here, so pip is run without retries and falls through to the wheel on disk.
 4. `python app.py` in the Space folder, with HF_HUB_OFFLINE=1, the Hub cache above and no PYTHONPATH: it must
    serve the three default repo ids from the cache (its model line says "local Hub cache", not "packaged weights").
-5. gradio_client: one request per scale on an example photo (each must report the Hub repo), and a corrupt upload
-   (a friendly error). Playwright in Debian's Chromium: click an example, run it, check the slider, screenshot.
+5. gradio_client: one request per scale on an example photo (each must report the Hub repo), a short clip with
+   audio on the video tab, and a corrupt upload (a friendly error). Playwright in Debian's Chromium: click an example, run it, check the slider, screenshot.
 """
 
 from __future__ import annotations
@@ -185,6 +185,34 @@ def make_venv(venv: Path, requirements: Path, log: Path, reuse: bool) -> tuple[s
     return str(python), seconds
 
 
+def make_clip(path: Path, size=(480, 270), rate: int = 25, seconds: int = 3) -> Path:
+    """A synthetic H.264 clip with an AAC tone (moving gradient), for the video tab."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=16000, layout="mono")
+        for i in range(rate * seconds):
+            rgb = np.stack([(x + 4 * i) % 256, y * 255 // height, (x * y // 64 + i) % 256], axis=-1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        tone = (0.2 * np.sin(np.arange(16000 * seconds) * 2 * np.pi * 440 / 16000)).astype(np.float32)
+        for start in range(0, len(tone), 1024):
+            chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
+            container.mux(audio.encode(chunk))
+        container.mux(audio.encode(None))
+    return path
+
+
 def drive_with_client(url: str, space: Path, download_dir: Path) -> list[str]:
     from gradio_client import Client, handle_file
     from gradio_client.exceptions import AppError
@@ -210,6 +238,14 @@ def drive_with_client(url: str, space: Path, download_dir: Path) -> list[str]:
             raise RuntimeError(f"x{scale}: the app did not serve the Hub repo {repo}:\n{info}")
         model_line = next(line for line in info.split("\n\n") if line.startswith("Model:"))
         lines.append(f"x{scale} `{name}` {width}×{height} → {expected[0]}×{expected[1]} in {seconds:.2f} s; {model_line}")
+    clip = make_clip(download_dir / "clip.mp4")
+    start = time.perf_counter()
+    video, info = client.predict(handle_file(str(clip)), 2, api_name="/super_resolve_video")
+    seconds = time.perf_counter() - start
+    if "Audio copied unchanged." not in info or "**960×540**" not in info:
+        raise RuntimeError(f"video: unexpected result:\n{info}")
+    first = info.split("\n\n")[0].replace("**", "")
+    lines.append(f"video x2 (480×270, 3 s at 25 fps, AAC audio), {seconds:.1f} s round trip; {first}")
     bad = download_dir / "corrupt.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(256))
     try:

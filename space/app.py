@@ -40,6 +40,7 @@ from espcn_hf.fileio import atomic_save
 from espcn_hf.image_processing_espcn import pil_to_rgb_array
 from espcn_hf.metrics import psnr_ssim, quantize_uint8
 from espcn_hf.pretrained import HUB_REPO_IDS, CheckpointError, load_model, packaged_weights, resolve_model
+from espcn_hf.video import VideoError, is_video, probe_video, upscale_video
 
 logger = logging.getLogger("espcn_space")
 
@@ -57,6 +58,11 @@ QUEUE_SIZE = 64
 OUTPUT_MAX_AGE_S = 120
 OUTPUT_ROOT = Path(os.environ.get("ESPCN_SPACE_OUTPUT_DIR") or Path(tempfile.gettempdir()) / "espcn-space-outputs")
 DELETE_CACHE = (60, 600)  # every minute, delete gradio's cached uploads and results older than 10 minutes
+
+# Video tab: short clips only (decode + ESPCN + H.264 encode of every frame runs on the CPU).
+MAX_VIDEO_SECONDS = 10
+MAX_VIDEO_FRAMES = 300
+MAX_VIDEO_SIZE = (854, 480)  # 480p: long side <= 854, short side <= 480 (either orientation)
 
 PAPER_URL = "https://arxiv.org/abs/1609.05158"
 CODE_URL = "https://github.com/espcn-hf/espcn-hf"
@@ -229,6 +235,16 @@ def _output_dir() -> Path:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _parse_scale(scale) -> int:
+    try:
+        value = int(str(scale).lstrip("x"))
+    except ValueError:
+        raise gr.Error(f"Scale must be one of x2, x3, x4, got {str(scale)[:20]!r}.") from None
+    if value not in SCALES:
+        raise gr.Error(f"Scale must be one of x2, x3, x4, got x{value}.")
+    return value
+
+
 def super_resolve(image, scale, downscale_first: bool = False):
     """Upscale `image` (a path, bytes or PIL image) by `scale` with ESPCN.
 
@@ -239,12 +255,7 @@ def super_resolve(image, scale, downscale_first: bool = False):
     """
     if image is None:
         raise gr.Error("Upload an image (or pick an example) first.")
-    try:
-        scale = int(str(scale).lstrip("x"))
-    except ValueError:
-        raise gr.Error(f"Scale must be one of x2, x3, x4, got {str(scale)[:20]!r}.") from None
-    if scale not in SCALES:
-        raise gr.Error(f"Scale must be one of x2, x3, x4, got x{scale}.")
+    scale = _parse_scale(scale)
     original = load_upload(image, scale, downscale_first)
 
     notes = []
@@ -292,6 +303,80 @@ def super_resolve(image, scale, downscale_first: bool = False):
     return (str(bicubic_path), str(espcn_path)), "\n\n".join(info), str(espcn_path)
 
 
+def _video_seconds(path: str, frames: int, rate) -> float | None:
+    """The clip's duration from its container (or frames / rate), None when neither says."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if container.duration:
+                return container.duration / av.time_base
+    except (av.error.FFmpegError, OSError):
+        pass
+    return frames / float(rate) if frames and rate else None
+
+
+def super_resolve_video(video, scale):
+    """Upscale a short clip (at most MAX_VIDEO_SECONDS, MAX_VIDEO_FRAMES frames, 480p) with ESPCN, frame by frame,
+    keeping frame rate, timestamps and audio (espcn_hf.upscale_video). Returns (video_path, info_markdown)."""
+    if video is None:
+        raise gr.Error("Upload a video first.")
+    scale = _parse_scale(scale)
+    path = str(video)
+    if not Path(path).is_file():
+        raise gr.Error("The upload could not be found on the server; please upload it again.")
+    try:
+        probe = probe_video(path)
+    except VideoError as error:
+        reason = str(error).split(": ", 1)[-1]
+        raise gr.Error(f"This file cannot be used as a video: {_public(reason)}.") from None
+    if not is_video(path):
+        raise gr.Error("This file cannot be used as a video: it is a still image. Use the Image tab for it.")
+    short, long = sorted((probe.width, probe.height))
+    if long > MAX_VIDEO_SIZE[0] or short > MAX_VIDEO_SIZE[1]:
+        raise gr.Error(
+            f"The video is {probe.width}×{probe.height}; this demo takes clips of up to 480p "
+            f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}, either orientation). Please resize it first."
+        )
+    seconds = _video_seconds(path, probe.frames, probe.rate)
+    if seconds is None or seconds > MAX_VIDEO_SECONDS + 0.05 or probe.frames > MAX_VIDEO_FRAMES:
+        length = f"{seconds:.1f} s" if seconds is not None else "of unknown length"
+        raise gr.Error(
+            f"The clip is {length}"
+            + (f" ({probe.frames} frames)" if probe.frames else "")
+            + f"; this demo takes clips of up to {MAX_VIDEO_SECONDS} s and {MAX_VIDEO_FRAMES} frames. "
+            "Please trim it first."
+        )
+
+    model, source = get_model(scale)
+    folder = _output_dir()
+    start = time.perf_counter()
+    notes = []
+    try:
+        try:
+            out = upscale_video(path, folder / f"espcn_x{scale}.mp4", model, scale=scale, progress=False)
+        except VideoError as error:
+            if "audio" not in str(error):
+                raise
+            # an audio codec MP4 cannot hold (e.g. Vorbis): Matroska keeps it unchanged
+            out = upscale_video(path, folder / f"espcn_x{scale}.mkv", model, scale=scale, progress=False)
+            notes.append("The audio track needs a Matroska (.mkv) file; download it if your browser does not play it.")
+    except VideoError as error:
+        raise gr.Error(f"This video cannot be processed: {_public(str(error).split(': ', 1)[-1])}.") from None
+    elapsed = time.perf_counter() - start
+    frames = out.frames or probe.frames
+    rate = f" at {float(probe.rate):.3g} fps" if probe.rate else ""
+    info = [
+        f"**x{scale}**: {probe.width}×{probe.height} → **{out.width}×{out.height}**, {frames} frames{rate}, "
+        f"in **{elapsed:.1f} s** ({frames / elapsed:.1f} frames/s: decode, ESPCN and H.264 encode on the CPU, "
+        f"{torch.get_num_threads()} threads).",
+        f"{source}.",
+        "Audio copied unchanged." if probe.audio_codecs else "No audio track.",
+        *notes,
+    ]
+    return out.path, "\n\n".join(info)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The UI
 # ----------------------------------------------------------------------------------------------------------------
@@ -331,44 +416,71 @@ def build_demo() -> gr.Blocks:
     examples = [e for e in examples if e[0].is_file()]
     with gr.Blocks(title="ESPCN super-resolution", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(_intro(), elem_id="intro")
-        with gr.Row():
-            with gr.Column():
-                image_in = _ImageInput(
-                    label="Input image",
-                    type="filepath",
-                    image_mode=None,
-                    sources=["upload", "clipboard"],
-                    elem_id="input-image",
+        with gr.Tabs():
+            with gr.Tab("Image", id="image"):
+                with gr.Row():
+                    with gr.Column():
+                        image_in = _ImageInput(
+                            label="Input image",
+                            type="filepath",
+                            image_mode=None,
+                            sources=["upload", "clipboard"],
+                            elem_id="input-image",
+                        )
+                        scale_in = gr.Radio(
+                            choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=3, label="Scale", elem_id="scale"
+                        )
+                        downscale_in = gr.Checkbox(
+                            value=False,
+                            label="Downscale first",
+                            info="Reduce the image by the scale (MATLAB-style bicubic) to make a real "
+                            "low-resolution input",
+                            elem_id="downscale",
+                        )
+                        run = gr.Button("Super-resolve", variant="primary", elem_id="run")
+                        if examples:
+                            gr.Examples(
+                                examples=[[str(path), s, d] for path, s, d, _ in examples],
+                                example_labels=[label for *_, label in examples],
+                                inputs=[image_in, scale_in, downscale_in],
+                                label="Examples (photos from Set5, Set14 and BSD100)",
+                                cache_examples=False,
+                            )
+                    with gr.Column():
+                        slider = gr.ImageSlider(
+                            label="Bicubic ↔ ESPCN", type="filepath", format="png", elem_id="result-slider"
+                        )
+                        info = gr.Markdown(elem_id="info")
+                        download = gr.File(label="Full-resolution PNG", elem_id="download")
+            with gr.Tab("Video", id="video"):
+                gr.Markdown(
+                    f"Short clips: up to {MAX_VIDEO_SECONDS} s, {MAX_VIDEO_FRAMES} frames and 480p "
+                    f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}). Every frame goes through ESPCN; frame rate, "
+                    "timestamps and audio are kept; the result is H.264 MP4."
                 )
-                scale_in = gr.Radio(
-                    choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=3, label="Scale", elem_id="scale"
-                )
-                downscale_in = gr.Checkbox(
-                    value=False,
-                    label="Downscale first",
-                    info="Reduce the image by the scale (MATLAB-style bicubic) to make a real low-resolution input",
-                    elem_id="downscale",
-                )
-                run = gr.Button("Super-resolve", variant="primary", elem_id="run")
-                if examples:
-                    gr.Examples(
-                        examples=[[str(path), s, d] for path, s, d, _ in examples],
-                        example_labels=[label for *_, label in examples],
-                        inputs=[image_in, scale_in, downscale_in],
-                        label="Examples (photos from Set5, Set14 and BSD100)",
-                        cache_examples=False,
-                    )
-            with gr.Column():
-                slider = gr.ImageSlider(
-                    label="Bicubic ↔ ESPCN", type="filepath", format="png", elem_id="result-slider"
-                )
-                info = gr.Markdown(elem_id="info")
-                download = gr.File(label="Full-resolution PNG", elem_id="download")
+                with gr.Row():
+                    with gr.Column():
+                        video_in = gr.Video(label="Input video", sources=["upload"], elem_id="input-video")
+                        video_scale_in = gr.Radio(
+                            choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=2, label="Scale", elem_id="video-scale"
+                        )
+                        run_video = gr.Button("Super-resolve video", variant="primary", elem_id="run-video")
+                    with gr.Column():
+                        video_out = gr.Video(label="ESPCN", elem_id="output-video", interactive=False)
+                        video_info = gr.Markdown(elem_id="video-info")
         run.click(
             super_resolve,
             inputs=[image_in, scale_in, downscale_in],
             outputs=[slider, info, download],
             api_name="super_resolve",
+        )
+        run_video.click(
+            super_resolve_video,
+            inputs=[video_in, video_scale_in],
+            outputs=[video_out, video_info],
+            api_name="super_resolve_video",
+            concurrency_limit=1,  # one clip at a time, beside the image requests
+            concurrency_id="video",
         )
     # CPU inference: two requests at a time on a 2-core machine, up to QUEUE_SIZE waiting, none dropped silently.
     demo.queue(default_concurrency_limit=2, max_size=QUEUE_SIZE)

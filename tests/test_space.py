@@ -443,6 +443,83 @@ def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(
     assert "Traceback" not in log.read_text()
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# The video tab
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _clip(path: Path, frames: int = 6, rate: int = 10, size=(32, 24), audio: bool = True) -> str:
+    """A small H.264 MP4 (moving square), with a 440 Hz AAC track when `audio`."""
+    from fractions import Fraction
+
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        sound = container.add_stream("aac", rate=16000, layout="mono") if audio else None
+        for i in range(frames):
+            rgb = np.asarray(_photo(*size))
+            rgb = rgb.copy()
+            rgb[2:8, i % size[0] : i % size[0] + 6] = (250, 40, 40)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None:
+            samples = np.sin(np.arange(16000 * frames // rate) * 2 * np.pi * 440 / 16000).astype(np.float32)
+            for start in range(0, len(samples), 1024):
+                chunk = av.AudioFrame.from_ndarray(0.2 * samples[None, start : start + 1024], format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))
+    return str(path)
+
+
+def test_video_tab_upscales_a_short_clip_with_its_audio(app, tmp_path):
+    from espcn_hf.video import probe_video
+
+    path, info = app.super_resolve_video(_clip(tmp_path / "clip.mp4"), "x2")
+    out = probe_video(path)
+    assert (out.width, out.height) == (64, 48) and out.frames == 6 and out.codec == "h264"
+    assert out.rate == 10 and out.audio_codecs == ("aac",)
+    assert "**64×48**, 6 frames at 10 fps" in info and "Audio copied unchanged." in info
+    assert "packaged weights espcn-x2" in info
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda tmp: None, "Upload a video first"),
+        (lambda tmp: _png(tmp, _photo()), "cannot be used as a video"),
+        (lambda tmp: _text_file(tmp), "cannot be used as a video"),
+        (lambda tmp: _clip(tmp / "long.mp4", frames=11, rate=1, audio=False), "11.0 s (11 frames); this demo takes clips of up to 10 s"),
+        (lambda tmp: _clip(tmp / "many.mp4", frames=301, rate=60, size=(8, 8), audio=False), "301 frames"),
+        (lambda tmp: _clip(tmp / "big.mp4", frames=2, size=(640, 482), audio=False), "up to 480p"),
+    ],
+    ids=["none", "image", "text", "too-long", "too-many-frames", "too-large"],
+)
+def test_video_tab_refuses_what_is_past_the_limits_clearly(app, tmp_path, make, message):
+    with pytest.raises(gr.Error) as error:
+        app.super_resolve_video(make(tmp_path), 3)
+    text = str(error.value.message)
+    assert message in text
+    assert str(tmp_path) not in text and "Error" not in text
+
+
+def test_video_tab_through_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
+    video, info = client.predict(
+        handle_file(_clip(tmp_path / "clip.mp4", audio=False)), 3, api_name="/super_resolve_video"
+    )
+    from espcn_hf.video import probe_video
+
+    out = probe_video(video["video"] if isinstance(video, dict) else video)
+    assert (out.width, out.height, out.frames) == (96, 72, 6)
+    assert "No audio track." in info
+
+
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} not found: `apt-get install -y chromium`")
 def test_real_browser_upload_and_slider(server, tmp_path):
