@@ -98,6 +98,34 @@ def _check_jpeg_size(image: Image.Image, name: str) -> None:
         )
 
 
+class ImageDataWarning(UserWarning):
+    """An image decoded, but its data looks damaged (the message says how)."""
+
+
+def _warn_if_grey_tail(image: Image.Image, name: str) -> None:
+    """Warn when a baseline JPEG ends in a whole row of blocks of exact mid-grey (128, 128, 128).
+
+    That is what libjpeg makes of blocks whose data is missing (data cut short, then an end-of-image marker):
+    it fills them with zero coefficients and only warns, which Pillow does not pass on. Shorter losses than
+    `_check_jpeg_size` can prove end up here; a real photo rarely ends in exactly flat 128 grey, and if one
+    does this is only a warning.
+    """
+    if image.format not in ("JPEG", "MPO") or image.info.get("progressive") or image.mode not in ("L", "RGB"):
+        return
+    rows = 8 * max((v for _, _, v, _ in getattr(image, "layer", ())), default=1)
+    if image.height <= rows:
+        return
+    tail = image.crop((0, image.height - rows, image.width, image.height)).getextrema()
+    bands = (tail,) if image.mode == "L" else tail
+    if all(band == (128, 128) for band in bands):
+        warnings.warn(
+            f"{name}: the last {rows} rows are flat mid-grey, which is what a JPEG decoder puts where data is "
+            "missing: the file may be truncated",
+            ImageDataWarning,
+            stacklevel=3,
+        )
+
+
 def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = 2) -> Image.Image:
     """Open and fully decode an image from a path, bytes, a binary file object or a PIL image.
 
@@ -158,6 +186,9 @@ def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: in
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
+            _warn_if_grey_tail(image, name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = ImageOps.exif_transpose(image)
         except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
             raise ImageLoadError(f"{name}: the image data is truncated or corrupt ({error})") from None
@@ -170,6 +201,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_PIXELS",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "ImageDataWarning",
     "ImageLoadError",
     "is_image_file",
     "load_image",

@@ -215,3 +215,15 @@ def test_console_script_runs(images, tiny_checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "(48x36)" in result.stdout
     assert "Loading weights" not in result.stderr and "%|" not in result.stderr  # no weight-loading bar
+
+
+def test_damaged_jpeg_is_a_warning_line(tmp_path, tiny_checkpoint, capsys):
+    noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "full.jpg")
+    data = (tmp_path / "full.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2] + b"\xff\xd9")
+    out = tmp_path / "cut.png"
+    assert main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint)]) == 0
+    assert "warning: " in capsys.readouterr().err and out.exists()
+    main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint), "-q"])
+    assert capsys.readouterr().err == ""  # -q: errors only

@@ -1,4 +1,5 @@
 import io
+import warnings
 
 import numpy as np
 import pytest
@@ -257,5 +258,18 @@ def test_jpeg_data_that_ends_early_is_refused():
     with pytest.raises(ImageLoadError, match="truncated or corrupt"):
         load_image(data[:2000] + b"\xff\xd9")  # libjpeg would fill the rest with grey and only warn
     assert load_image(data).size == (4000, 300)
-    flat = _png_bytes(Image.new("RGB", (2000, 1500), (128, 128, 128)), format="JPEG", quality=1)
+    flat = _png_bytes(Image.new("RGB", (2000, 1500), (90, 140, 200)), format="JPEG", quality=1)
     assert load_image(flat).size == (2000, 1500)  # a legitimately tiny file is not refused
+
+
+def test_jpeg_that_ends_in_decoder_grey_warns():
+    from espcn_hf.image_io import ImageDataWarning
+
+    noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    data = _png_bytes(Image.fromarray(noise), format="JPEG")
+    cut = data[: len(data) // 2] + b"\xff\xd9"  # long enough for the size check, half the blocks missing
+    with pytest.warns(ImageDataWarning, match="may be truncated"):
+        assert load_image(cut).size == (300, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(data)  # the intact file: no warning
