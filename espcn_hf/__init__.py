@@ -1,20 +1,62 @@
 """espcn-hf: ESPCN image super-resolution (Shi et al. 2016) as a Hugging Face transformers model.
 
-Importing the package registers the "espcn" model type with the Auto classes and the "image-super-resolution"
-pipeline task.
+`import espcn_hf` is instant: the public names below are loaded on first use (PEP 562), so that `espcn-hf --help`
+does not pay for torch and transformers. The first use of any of them, e.g. `from espcn_hf import upscale`, also
+registers the "espcn" model type with transformers' Auto classes and the "image-super-resolution" pipeline task
+(`register()`, idempotent; loading a model through `espcn_hf.pretrained` does too). Saved folders need no
+registration: they always carry the code files, `auto_map` and `custom_pipelines`.
 """
 
-from .configuration_espcn import PRESETS, ESPCNConfig
-from .image_io import ImageLoadError, load_image
-from .image_processing_espcn import ESPCNImageProcessor
-from .inference import upscale
-from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution, ESPCNPreTrainedModel
-from .pretrained import load_model, resolve_model
-from .registration import register
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-register()
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    "PRESETS": "configuration_espcn",
+    "ESPCNConfig": "configuration_espcn",
+    "CheckpointError": "modeling_espcn",
+    "ESPCNForImageSuperResolution": "modeling_espcn",
+    "ESPCNPreTrainedModel": "modeling_espcn",
+    "ESPCNImageProcessor": "image_processing_espcn",
+    "ImageLoadError": "image_io",
+    "load_image": "image_io",
+    "load_model": "pretrained",
+    "resolve_model": "pretrained",
+    "upscale": "inference",
+    "upscale_video": "video",
+    "register": "registration",
+}
+
+if TYPE_CHECKING:
+    from .configuration_espcn import PRESETS, ESPCNConfig
+    from .image_io import ImageLoadError, load_image
+    from .image_processing_espcn import ESPCNImageProcessor
+    from .inference import upscale
+    from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution, ESPCNPreTrainedModel
+    from .pretrained import load_model, resolve_model
+    from .registration import register
+    from .video import upscale_video
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from .registration import register
+
+    register()
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "PRESETS",
@@ -29,4 +71,5 @@ __all__ = [
     "register",
     "resolve_model",
     "upscale",
+    "upscale_video",
 ]

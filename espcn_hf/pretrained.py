@@ -22,6 +22,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging as transformers_logging
 
 from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution
+from .registration import register
 
 # Hub repositories the publishing script pushes to and the Space loads from (override with ESPCN_HF_REPO_X{r}).
 HUB_REPO_IDS = {2: "espcn-hf/espcn-x2", 3: "espcn-hf/espcn-x3", 4: "espcn-hf/espcn-x4"}
@@ -101,6 +102,7 @@ def hub_reachable(repo_id: str) -> bool:
 
 
 def _from_pretrained(name, **kwargs) -> ESPCNForImageSuperResolution:
+    register()  # a model loaded through espcn_hf works with transformers' Auto classes and pipeline()
     # A model of a few hundred kB needs no progress bar; transformers' switch is global, so restore it after.
     bars = transformers_logging.is_progress_bar_enabled()
     transformers_logging.disable_progress_bar()

@@ -230,3 +230,41 @@ def test_pipeline_gives_each_image_back_in_its_own_mode(tiny_checkpoint):
     for got, want in zip(sr(images, batch_size=3), one_by_one, strict=True):
         assert got.mode == want.mode
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_import_is_lazy_and_first_use_registers():
+    """`import espcn_hf` loads neither torch nor transformers (the CLI's --help stays fast); the first public name
+    used registers "espcn" with transformers."""
+    code = (
+        "import sys, espcn_hf\n"
+        "heavy = [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert set(espcn_hf.__all__) == set(espcn_hf._EXPORTS) <= set(dir(espcn_hf))\n"
+        "from espcn_hf import ESPCNConfig\n"
+        "from transformers import AutoConfig\n"
+        "from transformers.pipelines import PIPELINE_REGISTRY\n"
+        "assert type(AutoConfig.for_model('espcn')) is ESPCNConfig\n"
+        "assert 'image-super-resolution' in PIPELINE_REGISTRY.supported_tasks\n"
+        "print('LAZY_OK')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "LAZY_OK" in result.stdout, result.stderr[-2000:]
+
+
+def test_folders_saved_without_registration_are_self_sufficient(tmp_path):
+    """The code files, auto_map and custom_pipelines do not depend on `espcn_hf.register()` having run."""
+    from espcn_hf.configuration_espcn import ESPCNConfig as Config
+    from espcn_hf.modeling_espcn import ESPCNForImageSuperResolution as Model
+
+    assert Model._auto_class == "AutoModelForImageToImage" and Config._auto_class == "AutoConfig"
+    Model(Config(upscale_factor=2, hidden_channels=[4], kernel_sizes=[3, 3])).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageToImage"}
+    assert set(config["custom_pipelines"]) == {"image-super-resolution", "image-to-image"}
+    for name in (
+        "configuration_espcn.py",
+        "modeling_espcn.py",
+        "pipeline_espcn.py",
+        "image_processing_espcn.py",
+    ):
+        assert (tmp_path / name).is_file(), name

@@ -81,6 +81,9 @@ class ESPCNConfig(PreTrainedConfig):
     """
 
     model_type = "espcn"
+    # Saved configs always carry `auto_map` (what `register_for_auto_class()` would set), with or without
+    # `espcn_hf.register()`, so every saved folder loads with `trust_remote_code=True`.
+    _auto_class = "AutoConfig"
     # A saved folder's config.json lists `custom_pipelines` so that transformers finds the pipeline code where it
     # does not know the "image-super-resolution" task. Where `espcn_hf` is installed, `espcn_hf.register()`
     # registers that task and sets this flag on the installed class, which then ignores the entry: there

@@ -1,6 +1,7 @@
 """`pipeline("image-super-resolution", model=...)`: images in, upscaled PIL images out.
 
-transformers 5 removed its "image-to-image" pipeline, so this task is our own. Where `espcn_hf` is installed,
+transformers 5 removed its "image-to-image" pipeline, so this task is our own (config.json also lists it under
+"image-to-image", the Hub's tag for SR models, see `modeling_espcn.CUSTOM_PIPELINES`). Where `espcn_hf` is installed,
 importing it registers the task with `PIPELINE_REGISTRY`. A saved folder or Hub repo carries this file and lists
 it under `custom_pipelines` in config.json, so `pipeline("image-super-resolution", model=REPO,
 trust_remote_code=True)` works with only transformers and torch installed.
@@ -36,7 +37,7 @@ def _open_image(source, max_pixels: int | None) -> Image.Image:
                 f"of {max_pixels:,} (max_pixels)"
             )
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ValueError(f"{name}: not an image, or a damaged one ({error})") from None
     return image
 

@@ -205,6 +205,10 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
     network upscales Y, CbCr are upscaled with bicubic interpolation, and RGB comes back, as in the paper.
     """
 
+    # Saved folders always carry `auto_map` and the code files (what `register_for_auto_class()` would set), with
+    # or without `espcn_hf.register()`; `save_pretrained` lists the model under AutoModel too.
+    _auto_class = "AutoModelForImageToImage"
+
     def __init__(self, config: ESPCNConfig):
         super().__init__(config)
         r, c = config.upscale_factor, config.num_channels
