@@ -389,6 +389,8 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
         raise ImageLoadError(
             f"Cannot upscale a {type(image).__name__}: pass a path, PIL image, numpy array or tensor"
         )
+    if isinstance(image, Image.Image):  # before any conversion: the size alone decides
+        _check_output_size(image.height, image.width, r, max_output_pixels)
     features = ESPCNImageProcessor(max_pixels=max_pixels)(image)
     pixel_values = features["pixel_values"]
     mode, alpha = features["original_modes"][0], features["alphas"][0]

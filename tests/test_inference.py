@@ -246,3 +246,15 @@ def test_exif_rotated_rgba_takes_alpha_after_rotation():
     expected = np.asarray(ImageOps.exif_transpose(opened).getchannel("A").resize((60, 120), Image.BICUBIC))
     assert np.abs(alpha - expected).max() <= 1
     assert alpha[:50].min() > 200 and alpha[70:].max() < 50
+
+
+def test_default_limits_bound_the_output_before_any_work():
+    from espcn_hf import ImageLoadError
+    from espcn_hf.image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
+
+    # the largest default input (36 Mpx) at x4 would make a 576 Mpx image (1.7 GB as RGB): refused up front
+    big = Image.new("L", (6000, 6000))
+    assert 6000 * 6000 <= DEFAULT_MAX_PIXELS < 6000 * 6000 * 16
+    with pytest.raises(ImageLoadError, match="output limit"):
+        upscale(big, tiny_model(4))
+    assert DEFAULT_MAX_OUTPUT_PIXELS >= 4000 * 3000 * 16  # the benchmarked 4000x3000 x4 case stays allowed
