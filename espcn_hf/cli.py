@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .fileio import atomic_save, is_partial_file
 from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_file
+from .onnx_export import add_parser as add_export_parser
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -237,7 +238,6 @@ def _upscale_files(
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .image_io import ImageLoadError
     from .inference import upscale
     from .pretrained import CheckpointError, resolve_model
 
@@ -284,8 +284,9 @@ def _upscale_files(
                     )
                 for warning in caught:
                     report.warning(f"{source_path}: {warning.message}")
-            except (ImageLoadError, ValueError, RuntimeError, MemoryError) as error:
-                report.error(str(error) if isinstance(error, ImageLoadError) else f"{source_path}: {error}")
+            except (ValueError, RuntimeError, MemoryError) as error:  # ImageLoadError is a ValueError
+                message = str(error)  # ImageLoadError messages from load_image start with the path already
+                report.error(message if message.startswith(str(source_path)) else f"{source_path}: {message}")
                 failures += 1
                 continue
             try:
@@ -386,7 +387,7 @@ def add_upscale_parser(subparsers) -> None:
 
 
 # One entry per sub-command, in the order `--help` lists them.
-COMMANDS = (add_upscale_parser,)
+COMMANDS = (add_upscale_parser, add_export_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,13 +26,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .fileio import atomic_write_bytes
-from .inference import CheckpointError, load_model
-from .modeling_espcn import ESPCNForImageSuperResolution
+
+if TYPE_CHECKING:  # torch is imported when a model is exported, so `espcn-hf --help` stays light
+    import torch
+
+    from .modeling_espcn import ESPCNForImageSuperResolution
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
@@ -41,21 +42,21 @@ CHECK_SHAPES = ((1, 3, 24, 32), (2, 3, 37, 29))
 CHECK_ATOL = 1e-4
 
 
-class _Reconstruction(torch.nn.Module):
-    """The model with a tensor output (ONNX graphs return tensors, not ModelOutput objects)."""
+def _fp32_cpu(model: ESPCNForImageSuperResolution) -> torch.nn.Module:
+    """A float32 CPU copy with a tensor output (ONNX graphs return tensors, not ModelOutput objects); the
+    caller's model (maybe bf16, channels_last or on a GPU) is left as it is."""
+    import torch
 
-    def __init__(self, model: ESPCNForImageSuperResolution) -> None:
-        super().__init__()
-        self.model = model
+    class Reconstruction(torch.nn.Module):
+        def __init__(self, model: ESPCNForImageSuperResolution) -> None:
+            super().__init__()
+            self.model = model
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model(pixel_values).reconstruction
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values).reconstruction
 
-
-def _fp32_cpu(model: ESPCNForImageSuperResolution) -> _Reconstruction:
-    """A float32 CPU copy: the caller's model (maybe bf16, channels_last or on a GPU) is left as it is."""
     copied = copy.deepcopy(model).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-    return _Reconstruction(copied).eval()
+    return Reconstruction(copied).eval()
 
 
 @contextlib.contextmanager
@@ -100,6 +101,10 @@ def export_onnx(
     file is left at `path`. Returns `path`.
     """
     import onnx
+    import torch
+
+    from .modeling_espcn import ESPCNForImageSuperResolution
+    from .pretrained import load_model
 
     if not isinstance(opset, int) or opset < MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
@@ -140,7 +145,9 @@ def check_onnx(
     seed: int = 0,
 ) -> float:
     """Largest absolute difference between onnxruntime (CPU) and the torch model (fp32) on random inputs."""
+    import numpy as np
     import onnxruntime as ort
+    import torch
 
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
@@ -183,6 +190,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`espcn-hf export MODEL -o model.onnx`: 0 on success, 1 with one error line otherwise."""
+    from .pretrained import CheckpointError
+
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
     except (CheckpointError, ValueError, RuntimeError, OSError) as error:

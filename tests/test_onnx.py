@@ -96,3 +96,12 @@ def test_model_card_snippet_gives_the_package_output(tmp_path, rgb_image):
     expected = np.asarray(upscale(rgb_image, model))
     assert sr.shape == expected.shape
     assert np.abs(sr.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_espcn_hf_export_on_the_cli(tiny_checkpoint, tmp_path, capsys):
+    from espcn_hf.cli import main
+
+    assert main(["export", str(tiny_checkpoint), "-o", str(tmp_path / "onnx" / "model.onnx")]) == 0
+    assert (tmp_path / "onnx" / "model.onnx").is_file()
+    assert main(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.onnx")]) == 1
+    assert capsys.readouterr().err.strip().startswith("error:")
