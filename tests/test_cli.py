@@ -227,3 +227,12 @@ def test_damaged_jpeg_is_a_warning_line(tmp_path, tiny_checkpoint, capsys):
     assert "warning: " in capsys.readouterr().err and out.exists()
     main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint), "-q"])
     assert capsys.readouterr().err == ""  # -q: errors only
+
+
+def test_size_limits_are_per_file_errors_naming_the_file(images, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["upscale", str(images), "-o", str(out), "--model", str(tiny_checkpoint), "-q"]
+    assert main([*args, "--max-output-pixels", "1000"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all("img" in line and "output limit" in line for line in err[:3])
+    assert main([*args, "--max-pixels", "0", "--max-output-pixels", "0"]) == 0  # 0 = no limit
