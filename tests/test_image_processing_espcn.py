@@ -273,3 +273,12 @@ def test_jpeg_that_ends_in_decoder_grey_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(data)  # the intact file: no warning
+
+
+def test_post_process_infers_the_factor_from_the_padded_batch():
+    processor = ESPCNImageProcessor()  # no upscale_factor given
+    images = [Image.fromarray(natural_image(10, 12)), Image.fromarray(natural_image(7, 15, seed=1))]
+    inputs = processor(images)
+    output = torch.nn.functional.interpolate(inputs["pixel_values"], scale_factor=3)
+    results = processor.post_process_super_resolution(output, **processor.post_process_kwargs(inputs))
+    assert [r.size for r in results] == [(36, 30), (45, 21)]

@@ -332,11 +332,12 @@ class ESPCNImageProcessor(BaseImageProcessor):
             if values is not None and len(values) != count:
                 raise ValueError(f"{name} has {len(values)} entries for a batch of {count} images")
         factor = upscale_factor or self.upscale_factor
+        if factor is None and original_sizes is not None:
+            # the batch was padded to the largest original height, so the output is `factor` times that
+            factor = reconstruction.shape[-2] // max(int(size[0]) for size in original_sizes)
         results = []
         for i, image in enumerate(reconstruction.detach().float().cpu()):
             if original_sizes is not None:
-                if factor is None:
-                    raise ValueError("upscale_factor is needed to crop padding off a mixed-size batch")
                 height, width = (int(v) for v in original_sizes[i])
                 image = image[:, : height * factor, : width * factor]
             mode = "RGB" if original_modes is None else original_modes[i]
