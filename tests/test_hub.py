@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from hub_cache import offline_env, snapshot_repo
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
@@ -238,17 +239,6 @@ def test_dry_run_folder_loads_with_remote_code_without_espcn_hf(dry_run, checkpo
     assert "REMOTE-CODE-OK ESPCNForImageSuperResolution ESPCNImageProcessor" in result.stdout
 
 
-def _as_hub_snapshot(folder: Path, cache: Path, repo_id: str) -> None:
-    """Lay `folder` out as the Hub cache holds a downloaded repository (what `HF_HUB_OFFLINE=1` loads by id)."""
-    import shutil
-
-    repo = cache / f"models--{repo_id.replace('/', '--')}"
-    sha = "0" * 40
-    shutil.copytree(folder, repo / "snapshots" / sha)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(sha)
-
-
 def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, tmp_path):
     """The card's transformers snippets and the one the Hub generates from `pipeline_tag` run as a visitor would
     copy them: by repo id (from the Hub cache, offline), in a process where espcn_hf cannot be imported."""
@@ -271,8 +261,8 @@ def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, tmp_path
     program.append(hub_snippet + 'print("SNIPPETS-OK")\n')
     Image.fromarray(_natural_photo(16, 20)).save(tmp_path / "photo.png")
     cache = tmp_path / "hub-cache"
-    _as_hub_snapshot(folder, cache, "espcn-hf/espcn-x3")
-    env = _hub_free_env(tmp_path) | {"HF_HUB_CACHE": str(cache)}
+    snapshot_repo(cache, "espcn-hf/espcn-x3", folder)  # the layout of a download (tests/hub_cache.py)
+    env = offline_env(cache, base=_hub_free_env(tmp_path))
     result = subprocess.run(
         [sys.executable, "-c", "\n".join(program)],
         cwd=tmp_path,
