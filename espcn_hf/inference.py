@@ -27,7 +27,13 @@ import torch
 from PIL import Image
 
 from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from .image_processing_espcn import ESPCNImageProcessor, attach_alpha, to_output_array, to_output_image
+from .image_processing_espcn import (
+    ESPCNImageProcessor,
+    attach_alpha,
+    rgb_to_luma,
+    to_output_array,
+    to_output_image,
+)
 from .modeling_espcn import ESPCNForImageSuperResolution
 from .pretrained import CheckpointError, load_model  # their home is pretrained.py; re-exported here
 
@@ -378,8 +384,7 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
             batch = batch.expand(-1, 3, -1, -1)
         out = upscale_tensor(model, batch.float(), **run_options).clamp(0, 1)
         if gray:
-            weights = torch.tensor((0.299, 0.587, 0.114), device=out.device).view(1, 3, 1, 1)
-            out = (out * weights).sum(1, keepdim=True).clamp(0, 1)
+            out = rgb_to_luma(out).clamp(0, 1)
         out = out.to(image.device)
         return out if image.ndim == 4 else out[0]
 

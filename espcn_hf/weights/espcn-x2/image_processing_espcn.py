@@ -102,6 +102,12 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
+def rgb_to_luma(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, H, W) RGB in [0, 1] -> (..., 1, H, W) BT.601 luma (PIL's convert("L") weights), clamped first."""
+    weights = torch.tensor(_LUMA_WEIGHTS, dtype=image.dtype, device=image.device).view(3, 1, 1)
+    return (image.clamp(0.0, 1.0) * weights).sum(-3, keepdim=True)
+
+
 def to_output_array(image: torch.Tensor, mode: str = "RGB") -> np.ndarray:
     """A float (3, H, W) model output in [0, 1] -> the numpy array of an image of `mode` (without alpha).
 
@@ -113,12 +119,7 @@ def to_output_array(image: torch.Tensor, mode: str = "RGB") -> np.ndarray:
         return to_uint8_hwc(image)
     if mode not in ("L", "LA", "I;16"):
         raise ValueError(f"Unknown output mode {mode!r}: expected RGB, RGBA, L, LA or I;16")
-    image = image.clamp(0.0, 1.0)  # the RGB picture first, then its luma
-    if image.shape[0] == 3:
-        weights = torch.tensor(_LUMA_WEIGHTS, dtype=image.dtype, device=image.device)
-        luma = torch.einsum("chw,c->hw", image, weights)
-    else:
-        luma = image[0]
+    luma = (rgb_to_luma(image) if image.shape[0] == 3 else image)[0]  # of the clamped RGB picture
     if mode == "I;16":
         return quantize(luma, 65535).to(torch.int32).cpu().numpy().astype(np.uint16)
     return quantize(luma).to(torch.uint8).cpu().numpy()
@@ -345,8 +346,7 @@ class ESPCNImageProcessor(BaseImageProcessor):
             if output_type == "pt":
                 image = image.clamp(0.0, 1.0)
                 if mode in ("L", "LA", "I;16"):
-                    weights = torch.tensor(_LUMA_WEIGHTS).view(3, 1, 1)
-                    image = (image * weights).sum(0, keepdim=True)
+                    image = rgb_to_luma(image)
                 results.append(image)
                 continue
             pil = attach_alpha(to_output_image(image, mode), alpha)
@@ -361,6 +361,7 @@ __all__ = [
     "output_mode",
     "pil_to_rgb_array",
     "quantize",
+    "rgb_to_luma",
     "split_alpha",
     "to_output_array",
     "to_output_image",
