@@ -258,3 +258,15 @@ def test_default_limits_bound_the_output_before_any_work():
     with pytest.raises(ImageLoadError, match="output limit"):
         upscale(big, tiny_model(4))
     assert DEFAULT_MAX_OUTPUT_PIXELS >= 4000 * 3000 * 16  # the benchmarked 4000x3000 x4 case stays allowed
+
+
+def test_grayscale_photo_with_the_shipped_x3_model_is_untinted():
+    """Issue 8 item 4: the shipped x3 model made colour fringes of up to 37 levels on a grayscale input."""
+    from espcn_hf.pretrained import SAMPLE_DIR, load_model, packaged_weights
+
+    gray = Image.open(SAMPLE_DIR / "bricks.png").convert("L")
+    out = upscale(gray, load_model(packaged_weights(3)))
+    assert out.mode == "L" and out.size == (720, 540)
+    rgb = np.asarray(upscale(gray.convert("RGB"), load_model(packaged_weights(3)))).astype(int)
+    luma = np.asarray(Image.fromarray(rgb.astype(np.uint8)).convert("L")).astype(int)
+    assert np.abs(np.asarray(out).astype(int) - luma).max() <= 1  # the untinted luma of the RGB result
