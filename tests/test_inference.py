@@ -264,9 +264,9 @@ def test_grayscale_photo_with_the_shipped_x3_model_is_untinted():
     """Issue 8 item 4: the shipped x3 model made colour fringes of up to 37 levels on a grayscale input."""
     from espcn_hf.pretrained import SAMPLE_DIR, load_model, packaged_weights
 
-    gray = Image.open(SAMPLE_DIR / "bricks.png").convert("L")
-    out = upscale(gray, load_model(packaged_weights(3)))
+    gray, model = Image.open(SAMPLE_DIR / "bricks.png").convert("L"), load_model(packaged_weights(3))
+    out = upscale(gray, model)
     assert out.mode == "L" and out.size == (720, 540)
-    rgb = np.asarray(upscale(gray.convert("RGB"), load_model(packaged_weights(3)))).astype(int)
+    rgb = np.asarray(upscale(gray.convert("RGB"), model)).astype(int)
     luma = np.asarray(Image.fromarray(rgb.astype(np.uint8)).convert("L")).astype(int)
     assert np.abs(np.asarray(out).astype(int) - luma).max() <= 1  # the untinted luma of the RGB result
