@@ -21,15 +21,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from PIL import Image
+from typing import TYPE_CHECKING
 
 from .fileio import atomic_save
-from .image_io import ImageLoadError
-from .image_processing_espcn import DEFAULT_MAX_PIXELS
-from .inference import upscale
-from .modeling_espcn import ESPCNForImageSuperResolution
+from .image_io import DEFAULT_MAX_PIXELS
 from .video import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CODEC,
@@ -40,6 +35,12 @@ from .video import (
     placed_model,
     upscale_video,
 )
+
+if TYPE_CHECKING:  # torch and the model are imported when files are upscaled: the CLI's parser stays light
+    import torch
+    from PIL import Image
+
+    from .modeling_espcn import ESPCNForImageSuperResolution
 
 
 @dataclass
@@ -58,6 +59,8 @@ class BatchResult:
 
 
 def _save_image(image: Image.Image, target: Path) -> None:
+    from PIL import Image
+
     # The temporary name ends in .partial, so PIL is told the format of the final name.
     fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
     if fmt == "JPEG" and image.mode not in ("RGB", "L"):
@@ -69,6 +72,7 @@ def distributed_state():
     """accelerate's `PartialState` for this process. Several processes without CUDA (`accelerate launch
     --multi_gpu` on CPUs) get MULTI_CPU over gloo: accelerate only picks it when told `cpu=True`, the rule the
     training script uses too."""
+    import torch
     from accelerate import PartialState
 
     cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -116,8 +120,12 @@ def upscale_files(
         video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size).
         progress: a tqdm bar on the main process.
     """
+    import torch
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
+
+    from .image_io import ImageLoadError
+    from .inference import upscale
 
     if len(files) != len(outputs):
         raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")

@@ -36,19 +36,21 @@ import copy
 import io
 import os
 import queue
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from .fileio import atomic_path
-from .inference import load_model, upscale
-from .metrics import quantize_uint8
-from .modeling_espcn import ESPCNForImageSuperResolution
+
+if TYPE_CHECKING:  # torch and the model are imported when a video is upscaled: the CLI's parser stays light
+    import torch
+
+    from .modeling_espcn import ESPCNForImageSuperResolution
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
@@ -139,7 +141,7 @@ def is_video(path: str | os.PathLike) -> bool:
 def _display_matrix(frame) -> list[int] | None:
     for side_data in frame.side_data:
         if "DISPLAYMATRIX" in str(side_data.type):
-            return np.frombuffer(bytes(side_data), dtype="<i4")[:9].tolist()
+            return list(struct.unpack("<9i", bytes(side_data)[:36]))
     return None
 
 
@@ -242,6 +244,9 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
+    import numpy as np
+    import torch
+
     arrays = [f.to_ndarray(format="rgb24", width=width, height=height) for f in frames]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
 
@@ -251,6 +256,11 @@ def placed_model(
 ) -> ESPCNForImageSuperResolution:
     """The model to run on `device`, placed once for a whole video or batch: loaded from a path/repo id, or the
     caller's own instance (a copy when it lives on another device; the caller's model is not moved)."""
+    import torch
+
+    from .modeling_espcn import ESPCNForImageSuperResolution
+    from .pretrained import load_model
+
     if not isinstance(model, ESPCNForImageSuperResolution):
         return load_model(model, device=device)
     if device is None:
@@ -292,6 +302,9 @@ def upscale_video(
     """
     import av
     from tqdm.auto import tqdm
+
+    from .inference import upscale
+    from .metrics import quantize_uint8
 
     src_path, dst_path = Path(src), Path(dst)
     if batch_size < 1:

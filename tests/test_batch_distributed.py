@@ -66,6 +66,7 @@ JOB = """
 import json, os, sys, time
 from pathlib import Path
 import espcn_hf.batch as batch
+import espcn_hf.inference
 from espcn_hf import upscale
 from accelerate import PartialState
 
@@ -77,7 +78,7 @@ def slow_upscale(*args, **kwargs):
     time.sleep(delay)
     return upscale(*args, **kwargs)
 
-batch.upscale = slow_upscale
+espcn_hf.inference.upscale = slow_upscale
 Path(sys.argv[5], f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
 result = batch.upscale_files(files, outputs, sys.argv[3], progress=False)
 state = PartialState()

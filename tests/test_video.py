@@ -188,7 +188,7 @@ def test_audio_the_container_cannot_hold_is_refused_before_writing(clip, model, 
 
 
 def test_exception_mid_stream_leaves_no_file_and_keeps_an_old_output(clip, model, tmp_path, monkeypatch):
-    import espcn_hf.video as video
+    import espcn_hf.inference
 
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous good output")
@@ -200,7 +200,7 @@ def test_exception_mid_stream_leaves_no_file_and_keeps_an_old_output(clip, model
             raise RuntimeError("injected failure")
         return upscale(*args, **kwargs)
 
-    monkeypatch.setattr(video, "upscale", failing_upscale)
+    monkeypatch.setattr(espcn_hf.inference, "upscale", failing_upscale)
     with pytest.raises(RuntimeError, match="injected"):
         upscale_video(clip, target, model, batch_size=4, progress=False)
     assert target.read_bytes() == b"previous good output"
@@ -213,6 +213,7 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
     script = textwrap.dedent(
         f"""
         import time
+        import espcn_hf.inference
         import espcn_hf.video as video
         from espcn_hf import upscale
         calls = []
@@ -222,7 +223,7 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
                 open({str(marker)!r}, "w").close()
                 time.sleep(60)
             return upscale(*args, **kwargs)
-        video.upscale = slow
+        espcn_hf.inference.upscale = slow
         video.upscale_video({str(clip)!r}, {str(target)!r}, {str(tiny_checkpoint)!r}, batch_size=2, progress=False)
         """
     )
