@@ -153,3 +153,31 @@ def test_a_read_only_output_folder(tmp_path, tiny_checkpoint, capsys):
         assert "cannot write" in capsys.readouterr().err
     finally:
         out.chmod(0o755)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB tmpfs (needs root and mount rights: skipped elsewhere; the injected ENOSPC test runs always)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip() or result.returncode}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_really_full_disk(small_disk, tmp_path, tiny_checkpoint, capsys):
+    source = tmp_path / "noise.png"
+    _noise(300, 400, 3).save(source)  # output 1200x900 noise: about 3 MB as PNG, more than the disk holds
+    target = small_disk / "big.png"
+    old = _old_output(target, 3)
+    assert main(["upscale", str(source), "-o", str(target), "--model", str(tiny_checkpoint), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "big.png: cannot write" in err and "No space left on device" in err and "Traceback" not in err
+    assert target.read_bytes() == old
+    assert sorted(p.name for p in small_disk.iterdir()) == ["big.png"]  # no leftover filling the disk
