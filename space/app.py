@@ -2,6 +2,9 @@
 
     python space/app.py            # http://127.0.0.1:7860 ; works offline with the packaged weights
 
+Two tabs: an image (x2/x3/x4, a bicubic-vs-ESPCN slider, optional "downscale first" with PSNR/SSIM against the
+original) and a short video clip (espcn_hf.upscale_video: frame rate, timestamps and audio kept).
+
 Models are loaded lazily, once per scale: the Hub repo (`espcn_hf.pretrained.HUB_REPO_IDS`, or the repo id or local
 folder in ESPCN_HF_REPO_X2 / _X3 / _X4) through the normal `from_pretrained` cache, else the weights packaged with
 espcn-hf. The result panel says which one ran, in one neutral line; the reason for a fallback goes to the log.
@@ -10,7 +13,8 @@ Resource bounds (a public demo on a small CPU machine):
 - uploads over MAX_FILE_SIZE are refused by the server before they are stored;
 - an image whose header says it is over MAX_INPUT_PIXELS (or MAX_UPLOAD_PIXELS with "downscale first") is refused
   before its pixels are decoded;
-- two requests run at a time, at most QUEUE_SIZE wait;
+- video clips over MAX_VIDEO_SECONDS, MAX_VIDEO_FRAMES or 480p are refused from the container's metadata;
+- two image requests and one video run at a time, at most QUEUE_SIZE wait;
 - the per-request output folders live OUTPUT_MAX_AGE_S seconds (long enough for gradio to copy the results into its
   cache), and gradio's cache (uploads and results) is swept every DELETE_CACHE[0] s of files older than
   DELETE_CACHE[1] s, so the disk in use is bounded by the request rate times that age.
@@ -456,7 +460,8 @@ def build_demo() -> gr.Blocks:
                 gr.Markdown(
                     f"Short clips: up to {MAX_VIDEO_SECONDS} s, {MAX_VIDEO_FRAMES} frames and 480p "
                     f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}). Every frame goes through ESPCN; frame rate, "
-                    "timestamps and audio are kept; the result is H.264 MP4."
+                    "timestamps and audio are kept; the result is H.264 MP4. Everything runs on the CPU, a few "
+                    "frames per second: a 3 s clip takes about half a minute."
                 )
                 with gr.Row():
                     with gr.Column():
