@@ -17,6 +17,7 @@ import importlib.util
 import os
 import platform
 import shlex
+import shutil
 import socket
 import statistics
 import sys
@@ -76,6 +77,10 @@ def launch_local(random_weights: bool):
         note = "random weights, default seven-layer architecture (same compute as the trained models)"
     else:
         note = "the app's own choice (Hub repo or its cache, else the packaged weights), see the info line below"
+    # Private temp folders, so that their size before and after the burst is the app's alone.
+    temp = Path(tempfile.mkdtemp(prefix="espcn-load-temp-"))
+    os.environ["GRADIO_TEMP_DIR"] = str(temp / "gradio-cache")
+    os.environ["ESPCN_SPACE_OUTPUT_DIR"] = str(temp / "outputs")
     spec = importlib.util.spec_from_file_location("espcn_space_app", REPO_ROOT / "space" / "app.py")
     app = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = app
@@ -83,7 +88,13 @@ def launch_local(random_weights: bool):
     demo = app.build_demo()
     port = _free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    return f"http://127.0.0.1:{port}/", demo, note, app
+    return f"http://127.0.0.1:{port}/", demo, note, app, temp
+
+
+def folder_bytes(folder: Path | None) -> int | None:
+    if folder is None:
+        return None
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -97,12 +108,13 @@ def main(argv=None) -> int:
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    demo, app, note = None, None, "a running app at --url"
+    demo, app, note, temp = None, None, "a running app at --url", None
     url = args.url
     if url is None:
-        url, demo, note, app = launch_local(args.random_weights)
+        url, demo, note, app, temp = launch_local(args.random_weights)
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, download_files=str(Path(tempfile.mkdtemp(prefix="espcn-load-")) / "client"))
+        temp_before = folder_bytes(temp)
         width, height = Image.open(args.image).size
         expected = (width * args.scale, height * args.scale)
 
@@ -132,6 +144,7 @@ def main(argv=None) -> int:
         p50 = statistics.median(latencies) if latencies else float("nan")
         p95 = percentile(latencies, 95) if latencies else float("nan")
         info_line = completed[0][3].split("\n\n")[:2] if completed else []
+        temp_after = folder_bytes(temp)
 
         # The app must still answer after the burst.
         alive_start = time.perf_counter()
@@ -143,6 +156,8 @@ def main(argv=None) -> int:
     finally:
         if demo is not None:
             demo.close()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
 
     summary = (
         f"completed {len(completed)}/{args.requests}, failed {len(failed)}, lost {lost}; "
@@ -172,7 +187,8 @@ def main(argv=None) -> int:
         f"- Models: {note}",
         f"- App info line: {' '.join(info_line) if info_line else '–'}",
         f"- Queue: {queue or 'as configured by the running app'}",
-        f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch "
+        f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs; load average "
+        f"{os.getloadavg()[0]:.1f} at the end), torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), gradio {gradio.__version__}, "
         f"Python {platform.python_version()}",
         "",
@@ -182,6 +198,16 @@ def main(argv=None) -> int:
         f"{max(latencies, default=float('nan')):.2f} s | {wall:.1f} s | {len(completed) / wall:.2f} req/s |",
         "",
         f"Still answering after the burst: {alive}.",
+        "",
+        (
+            f"Temp folders of the app (gradio's cache + per-request outputs): {temp_before / 1e6:.2f} MB before the "
+            f"burst (the example photos), {temp_after / 1e6:.2f} MB right after it "
+            f"({(temp_after - temp_before) / 1e6 / max(len(completed), 1):.2f} MB per request); the app deletes "
+            f"results after {app.DELETE_CACHE[1] // 60} minutes (`delete_cache={app.DELETE_CACHE}`), and "
+            "tests/test_space.py checks that the folders shrink back."
+        )
+        if temp is not None
+        else "Temp folders: not measured (a running app at --url).",
         "",
         "Latency is submit-to-result as the client sees it, so it includes waiting in the queue: with "
         "two requests served at a time, the last of a burst waits for all the others.",

@@ -373,7 +373,14 @@ def main(argv=None) -> int:
             report.append(f"6. Chromium: skipped ({CHROMIUM} not found)")
     finally:
         stop(process)
-    report += ["", "Result: all steps passed.", ""]
+    report += [
+        "",
+        f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the "
+        "end), so the times above are those of a busy machine.",
+        "",
+        "Result: all steps passed.",
+        "",
+    ]
     text = "\n".join(report)
     print(text)
     from espcn_hf.fileio import atomic_write_text
