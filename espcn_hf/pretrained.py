@@ -115,7 +115,7 @@ def _from_pretrained(name, **kwargs) -> ESPCNForImageSuperResolution:
 
 def _from_hub(repo_id: str, **kwargs) -> tuple[ESPCNForImageSuperResolution, str]:
     """Load a Hub repo through the normal cache; `OSError` when it is neither reachable nor cached."""
-    online = hub_reachable(repo_id)
+    online = not kwargs.pop("local_files_only", False) and hub_reachable(repo_id)
     model = _from_pretrained(repo_id, local_files_only=not online, **kwargs)
     return model, f"model: {repo_id} ({'Hub' if online else 'local Hub cache'})"
 
