@@ -144,11 +144,13 @@ def _image_for_format(image, suffix: str):
     import numpy as np
     from PIL import Image
 
+    from .metrics import quantize_uint8
+
     fmt = Image.registered_extensions()[suffix.lower()]
     if fmt in ("PNG", "TIFF"):
         return image, fmt
-    if image.mode == "I;16":  # 16-bit grayscale -> 8-bit levels
-        image = Image.fromarray(np.floor(np.asarray(image, dtype=np.float64) / 257 + 0.5).astype(np.uint8))
+    if image.mode == "I;16":  # 16-bit grayscale -> 8-bit levels, by the package's one rounding rule
+        image = Image.fromarray(quantize_uint8(np.asarray(image, dtype=np.float64) / 65535.0))
     if fmt in ("JPEG", "BMP", "PPM") and image.mode in ("RGBA", "LA"):
         image = image.convert(image.mode[:-1])
     return image, fmt

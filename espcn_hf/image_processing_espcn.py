@@ -208,6 +208,8 @@ class ESPCNImageProcessor(BaseImageProcessor):
     """
 
     model_input_names = ["pixel_values"]
+    # save_pretrained writes auto_map into preprocessor_config.json even where register() has not run
+    _auto_class = "AutoImageProcessor"
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
 import io
+import json
 import warnings
 
 import numpy as np
@@ -282,3 +283,10 @@ def test_post_process_infers_the_factor_from_the_padded_batch():
     output = torch.nn.functional.interpolate(inputs["pixel_values"], scale_factor=3)
     results = processor.post_process_super_resolution(output, **processor.post_process_kwargs(inputs))
     assert [r.size for r in results] == [(36, 30), (45, 21)]
+
+
+def test_saved_processor_carries_auto_map_and_its_code(tmp_path):
+    ESPCNImageProcessor(upscale_factor=3).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert config["auto_map"] == {"AutoImageProcessor": "image_processing_espcn.ESPCNImageProcessor"}
+    assert (tmp_path / "image_processing_espcn.py").is_file()
