@@ -76,7 +76,9 @@ def launch_local(random_weights: bool):
             os.environ[f"ESPCN_HF_REPO_X{scale}"] = str(root / f"espcn-x{scale}")
         note = "random weights, default seven-layer architecture (same compute as the trained models)"
     else:
-        note = "the app's own choice (Hub repo or its cache, else the packaged weights), see the info line below"
+        note = (
+            "the app's own choice (Hub repo or its cache, else the packaged weights), see the info line below"
+        )
     # Private temp folders, so that their size before and after the burst is the app's alone.
     temp = Path(tempfile.mkdtemp(prefix="espcn-load-temp-"))
     os.environ["GRADIO_TEMP_DIR"] = str(temp / "gradio-cache")
@@ -113,7 +115,9 @@ def main(argv=None) -> int:
     if url is None:
         url, demo, note, app, temp = launch_local(args.random_weights)
     try:
-        client = Client(url, verbose=False, download_files=str(Path(tempfile.mkdtemp(prefix="espcn-load-")) / "client"))
+        client = Client(
+            url, verbose=False, download_files=str(Path(tempfile.mkdtemp(prefix="espcn-load-")) / "client")
+        )
         temp_before = folder_bytes(temp)
         width, height = Image.open(args.image).size
         expected = (width * args.scale, height * args.scale)

@@ -55,7 +55,9 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-info", 
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def build_space_folder(dest: str | os.PathLike, space_dir: Path = SPACE_DIR, package_dir: Path = PACKAGE_DIR) -> Path:
+def build_space_folder(
+    dest: str | os.PathLike, space_dir: Path = SPACE_DIR, package_dir: Path = PACKAGE_DIR
+) -> Path:
     """Write the Space repository's content into `dest` (replaced): space/'s app, README (front matter) and
     requirements, its example photos, and the `espcn_hf` package folder beside app.py."""
     dest = Path(dest)
@@ -125,7 +127,12 @@ def start_space(python: str, space: Path, env: dict[str, str], log: Path) -> sub
     """`python app.py` in the Space folder, as the Space runtime starts it; output to `log`."""
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [python, "app.py"], cwd=space, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [python, "app.py"],
+            cwd=space,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -139,7 +146,9 @@ def wait_for_port(port: int, process: subprocess.Popen, log: Path, timeout: floa
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return time.perf_counter() - start
         time.sleep(0.2)
-    raise RuntimeError(f"the Space did not listen on port {port} within {timeout:.0f} s:\n{log.read_text()[-4000:]}")
+    raise RuntimeError(
+        f"the Space did not listen on port {port} within {timeout:.0f} s:\n{log.read_text()[-4000:]}"
+    )
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -199,7 +208,9 @@ def make_clip(path: Path, size=(480, 270), rate: int = 25, seconds: int = 3) -> 
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = container.add_stream("aac", rate=16000, layout="mono")
         for i in range(rate * seconds):
-            rgb = np.stack([(x + 4 * i) % 256, y * 255 // height, (x * y // 64 + i) % 256], axis=-1).astype(np.uint8)
+            rgb = np.stack([(x + 4 * i) % 256, y * 255 // height, (x * y // 64 + i) % 256], axis=-1).astype(
+                np.uint8
+            )
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts, frame.time_base = i, Fraction(1, rate)
             container.mux(video.encode(frame))
@@ -237,7 +248,9 @@ def drive_with_client(url: str, space: Path, download_dir: Path) -> list[str]:
         if f"Model: [{repo}](https://huggingface.co/{repo}) (local Hub cache)" not in info:
             raise RuntimeError(f"x{scale}: the app did not serve the Hub repo {repo}:\n{info}")
         model_line = next(line for line in info.split("\n\n") if line.startswith("Model:"))
-        lines.append(f"x{scale} `{name}` {width}×{height} → {expected[0]}×{expected[1]} in {seconds:.2f} s; {model_line}")
+        lines.append(
+            f"x{scale} `{name}` {width}×{height} → {expected[0]}×{expected[1]} in {seconds:.2f} s; {model_line}"
+        )
     clip = make_clip(download_dir / "clip.mp4")
     start = time.perf_counter()
     video, info = client.predict(handle_file(str(clip)), 2, api_name="/super_resolve_video")
@@ -272,7 +285,9 @@ def drive_with_browser(url: str, screenshot: Path) -> str:
             page.get_by_text("Bird (Set5)").first.click(timeout=30_000)
             page.locator("#input-image img").first.wait_for(timeout=30_000)
             page.locator("#run").click()
-            page.get_by_text("PSNR-Y / SSIM-Y against the original", exact=False).first.wait_for(timeout=60_000)
+            page.get_by_text("PSNR-Y / SSIM-Y against the original", exact=False).first.wait_for(
+                timeout=60_000
+            )
             page.locator("#result-slider img").first.wait_for(timeout=30_000)
             size = page.evaluate(
                 "() => { const i = document.querySelector('#result-slider img'); "
@@ -302,7 +317,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    report = ["# Space deploy rehearsal", "", "Command (from the repository root): `python scripts/rehearse_space.py`", ""]
+    report = [
+        "# Space deploy rehearsal",
+        "",
+        "Command (from the repository root): `python scripts/rehearse_space.py`",
+        "",
+    ]
 
     _step("1. the Space upload folder")
     space = build_space_folder(work / "space-upload")
@@ -327,17 +347,27 @@ def main(argv=None) -> int:
     )
 
     _step("3. a clean venv with only requirements.txt")
-    python, install_s = make_venv(work / "venv", space / "requirements.txt", work / "pip.log", args.reuse_venv)
+    python, install_s = make_venv(
+        work / "venv", space / "requirements.txt", work / "pip.log", args.reuse_venv
+    )
     version = subprocess.run(
-        [python, "-c", "import torch, gradio, transformers; print(torch.__version__, gradio.__version__, transformers.__version__)"],
+        [
+            python,
+            "-c",
+            "import torch, gradio, transformers; print(torch.__version__, gradio.__version__, transformers.__version__)",
+        ],
         capture_output=True,
         text=True,
         check=True,
         cwd=work,
     ).stdout.split()
-    importable = subprocess.run([python, "-c", "import espcn_hf"], cwd=work, capture_output=True).returncode == 0
+    importable = (
+        subprocess.run([python, "-c", "import espcn_hf"], cwd=work, capture_output=True).returncode == 0
+    )
     if importable:
-        raise RuntimeError("espcn_hf is importable in the venv outside the Space folder: the venv is not clean")
+        raise RuntimeError(
+            "espcn_hf is importable in the venv outside the Space folder: the venv is not clean"
+        )
     report.append(
         f"3. Fresh venv (`python -m venv`, no system packages), `pip install -r requirements.txt` "
         f"({'reused' if install_s == 0 else f'{install_s:.0f} s'}): torch {version[0]}, gradio {version[1]}, "
@@ -355,7 +385,9 @@ def main(argv=None) -> int:
     try:
         startup = wait_for_port(port, process, log)
         url = f"http://127.0.0.1:{port}/"
-        report.append(f"4. `python app.py` in the Space folder with HF_HUB_OFFLINE=1: listening after {startup:.1f} s")
+        report.append(
+            f"4. `python app.py` in the Space folder with HF_HUB_OFFLINE=1: listening after {startup:.1f} s"
+        )
 
         _step("5. gradio_client")
         downloads = work / "client-downloads"

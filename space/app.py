@@ -60,7 +60,9 @@ MAX_FILE_SIZE = "20mb"
 MAX_FILE_BYTES = 20 * 1024 * 1024
 QUEUE_SIZE = 64
 OUTPUT_MAX_AGE_S = 120
-OUTPUT_ROOT = Path(os.environ.get("ESPCN_SPACE_OUTPUT_DIR") or Path(tempfile.gettempdir()) / "espcn-space-outputs")
+OUTPUT_ROOT = Path(
+    os.environ.get("ESPCN_SPACE_OUTPUT_DIR") or Path(tempfile.gettempdir()) / "espcn-space-outputs"
+)
 DELETE_CACHE = (60, 600)  # every minute, delete gradio's cached uploads and results older than 10 minutes
 
 # Video tab: short clips only (decode + ESPCN + H.264 encode of every frame runs on the CPU).
@@ -185,7 +187,9 @@ def _header_size(data: bytes | Image.Image) -> tuple[int, int]:
     except Image.DecompressionBombError:
         raise gr.Error(f"The image is far over the limit of {MAX_UPLOAD_PIXELS:,} pixels.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise gr.Error("This file cannot be used as an image: not an image file, or a format Pillow cannot read.") from None
+        raise gr.Error(
+            "This file cannot be used as an image: not an image file, or a format Pillow cannot read."
+        ) from None
 
 
 def load_upload(image, scale: int, downscale_first: bool) -> Image.Image:
@@ -364,7 +368,9 @@ def super_resolve_video(video, scale):
                 raise
             # an audio codec MP4 cannot hold (e.g. Vorbis): Matroska keeps it unchanged
             out = upscale_video(path, folder / f"espcn_x{scale}.mkv", model, scale=scale, progress=False)
-            notes.append("The audio track needs a Matroska (.mkv) file; download it if your browser does not play it.")
+            notes.append(
+                "The audio track needs a Matroska (.mkv) file; download it if your browser does not play it."
+            )
     except VideoError as error:
         raise gr.Error(f"This video cannot be processed: {_public(str(error).split(': ', 1)[-1])}.") from None
     elapsed = time.perf_counter() - start
@@ -421,41 +427,40 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title="ESPCN super-resolution", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(_intro(), elem_id="intro")
         with gr.Tabs():
-            with gr.Tab("Image", id="image"):
-                with gr.Row():
-                    with gr.Column():
-                        image_in = _ImageInput(
-                            label="Input image",
-                            type="filepath",
-                            image_mode=None,
-                            sources=["upload", "clipboard"],
-                            elem_id="input-image",
+            with gr.Tab("Image", id="image"), gr.Row():
+                with gr.Column():
+                    image_in = _ImageInput(
+                        label="Input image",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        elem_id="input-image",
+                    )
+                    scale_in = gr.Radio(
+                        choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=3, label="Scale", elem_id="scale"
+                    )
+                    downscale_in = gr.Checkbox(
+                        value=False,
+                        label="Downscale first",
+                        info="Reduce the image by the scale (MATLAB-style bicubic) to make a real "
+                        "low-resolution input",
+                        elem_id="downscale",
+                    )
+                    run = gr.Button("Super-resolve", variant="primary", elem_id="run")
+                    if examples:
+                        gr.Examples(
+                            examples=[[str(path), s, d] for path, s, d, _ in examples],
+                            example_labels=[label for *_, label in examples],
+                            inputs=[image_in, scale_in, downscale_in],
+                            label="Examples (photos from Set5, Set14 and BSD100)",
+                            cache_examples=False,
                         )
-                        scale_in = gr.Radio(
-                            choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=3, label="Scale", elem_id="scale"
-                        )
-                        downscale_in = gr.Checkbox(
-                            value=False,
-                            label="Downscale first",
-                            info="Reduce the image by the scale (MATLAB-style bicubic) to make a real "
-                            "low-resolution input",
-                            elem_id="downscale",
-                        )
-                        run = gr.Button("Super-resolve", variant="primary", elem_id="run")
-                        if examples:
-                            gr.Examples(
-                                examples=[[str(path), s, d] for path, s, d, _ in examples],
-                                example_labels=[label for *_, label in examples],
-                                inputs=[image_in, scale_in, downscale_in],
-                                label="Examples (photos from Set5, Set14 and BSD100)",
-                                cache_examples=False,
-                            )
-                    with gr.Column():
-                        slider = gr.ImageSlider(
-                            label="Bicubic ↔ ESPCN", type="filepath", format="png", elem_id="result-slider"
-                        )
-                        info = gr.Markdown(elem_id="info")
-                        download = gr.File(label="Full-resolution PNG", elem_id="download")
+                with gr.Column():
+                    slider = gr.ImageSlider(
+                        label="Bicubic ↔ ESPCN", type="filepath", format="png", elem_id="result-slider"
+                    )
+                    info = gr.Markdown(elem_id="info")
+                    download = gr.File(label="Full-resolution PNG", elem_id="download")
             with gr.Tab("Video", id="video"):
                 gr.Markdown(
                     f"Short clips: up to {MAX_VIDEO_SECONDS} s, {MAX_VIDEO_FRAMES} frames and 480p "
@@ -467,7 +472,10 @@ def build_demo() -> gr.Blocks:
                     with gr.Column():
                         video_in = gr.Video(label="Input video", sources=["upload"], elem_id="input-video")
                         video_scale_in = gr.Radio(
-                            choices=[("x2", 2), ("x3", 3), ("x4", 4)], value=2, label="Scale", elem_id="video-scale"
+                            choices=[("x2", 2), ("x3", 3), ("x4", 4)],
+                            value=2,
+                            label="Scale",
+                            elem_id="video-scale",
                         )
                         run_video = gr.Button("Super-resolve video", variant="primary", elem_id="run-video")
                     with gr.Column():

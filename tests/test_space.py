@@ -107,7 +107,10 @@ def test_handler_upscales_by_the_scale(app, tmp_path, scale):
     if scale == 3:
         assert "Model: espcn-x3 (local folder)." in info  # the folder's name, not its server path
     else:  # offline and not in the Hub cache: the packaged copy, said neutrally, with a link to the repo
-        assert f"Model: packaged weights espcn-x{scale} ([espcn-hf/espcn-x{scale}](https://huggingface.co/" in info
+        assert (
+            f"Model: packaged weights espcn-x{scale} ([espcn-hf/espcn-x{scale}](https://huggingface.co/"
+            in info
+        )
         assert "Error" not in info
 
 
@@ -124,7 +127,9 @@ def test_handler_accepts_odd_modes(app, tmp_path, mode):
     _check_result(result, 3, (30, 24))
     (bicubic_path, espcn_path), _, _ = result
     expected = {"RGBA": "RGBA", "L": "L", "LA": "LA", "P": "RGB", "I;16": "L", "CMYK": "RGB"}[mode]
-    assert Image.open(espcn_path).mode == Image.open(bicubic_path).mode == expected  # grayscale stays untinted
+    assert (
+        Image.open(espcn_path).mode == Image.open(bicubic_path).mode == expected
+    )  # grayscale stays untinted
 
 
 def test_handler_keeps_transparency(app, tmp_path):
@@ -147,7 +152,8 @@ def test_downscale_first_makes_a_real_lr_input(app, tmp_path):
     info = _check_result(app.super_resolve(path, 3, True), 3, (20, 15))
     assert "Downscaled first: 60×45 → 20×15" in info
     assert re.search(
-        r"PSNR-Y / SSIM-Y against the original: bicubic [\d.]+ dB / 0\.\d{4}, ESPCN \*\*[\d.]+ dB / 0\.\d{4}\*\*", info
+        r"PSNR-Y / SSIM-Y against the original: bicubic [\d.]+ dB / 0\.\d{4}, ESPCN \*\*[\d.]+ dB / 0\.\d{4}\*\*",
+        info,
     )
 
 
@@ -266,7 +272,9 @@ def test_space_readme_front_matter():
     import tomllib
 
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
-    listed = {re.split(r"[<>=!~ \[]", line)[0].lower() for line in requirements.splitlines() if line[:1].isalpha()}
+    listed = {
+        re.split(r"[<>=!~ \[]", line)[0].lower() for line in requirements.splitlines() if line[:1].isalpha()
+    }
     needed = {re.split(r"[<>=!~ \[]", dep)[0].lower() for dep in pyproject["project"]["dependencies"]}
     assert needed <= listed, f"missing from space/requirements.txt: {needed - listed}"
 
@@ -291,7 +299,9 @@ def test_examples_are_real_photos_with_readable_labels_and_stated_sources(app):
 def test_page_links_to_models_paper_and_code(app):
     demo = app.build_demo()
     config = demo.get_config_file()
-    markdown = " ".join(str(c["props"].get("value", "")) for c in config["components"] if c["type"] == "markdown")
+    markdown = " ".join(
+        str(c["props"].get("value", "")) for c in config["components"] if c["type"] == "markdown"
+    )
     for repo in HUB_REPO_IDS.values():
         assert f"https://huggingface.co/{repo}" in markdown
     assert "https://arxiv.org/abs/1609.05158" in markdown and app.CODE_URL in markdown
@@ -344,7 +354,9 @@ def test_launched_app_through_gradio_client(server, tmp_path):
 
 
 def _folder_bytes(*folders: Path) -> int:
-    return sum(p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file())
+    return sum(
+        p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file()
+    )
 
 
 def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
@@ -364,7 +376,9 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
     port = _free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads"))
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads")
+        )
         before = _folder_bytes(cache, outputs)
         photos = [_png(tmp_path, _photo(96 + i, 64), f"burst{i}.png") for i in range(8)]
 
@@ -386,19 +400,25 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
 
         time.sleep(4.5)  # the results age out ...
         last = _png(tmp_path, _photo(20, 20), "last.png")
-        client.predict(handle_file(last), 2, False, api_name="/super_resolve")  # this request sweeps old outputs
+        client.predict(
+            handle_file(last), 2, False, api_name="/super_resolve"
+        )  # this request sweeps old outputs
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and _folder_bytes(cache, outputs) > before + 100_000:
             time.sleep(0.5)  # ... and gradio's sweep (every second) removes the cached copies
         after = _folder_bytes(cache, outputs)
-        print(f"\nburst of 8 x4 requests: temp folders {before:,} B before, {peak:,} B after, {after:,} B later")
+        print(
+            f"\nburst of 8 x4 requests: temp folders {before:,} B before, {peak:,} B after, {after:,} B later"
+        )
         assert after <= before + 100_000 < peak
     finally:
         demo.close()
 
 
 def _rehearsal_module():
-    spec = importlib.util.spec_from_file_location("rehearse_space", REPO_ROOT / "scripts" / "rehearse_space.py")
+    spec = importlib.util.spec_from_file_location(
+        "rehearse_space", REPO_ROOT / "scripts" / "rehearse_space.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -412,7 +432,13 @@ def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(
 
     rehearse = _rehearsal_module()
     space = rehearse.build_space_folder(tmp_path / "space")
-    assert {p.name for p in space.iterdir()} == {"app.py", "README.md", "requirements.txt", "examples", "espcn_hf"}
+    assert {p.name for p in space.iterdir()} == {
+        "app.py",
+        "README.md",
+        "requirements.txt",
+        "examples",
+        "espcn_hf",
+    }
     assert not list(space.rglob("__pycache__")) and not list(space.rglob("*.py[io]"))
     assert {p.name for p in (space / "examples").iterdir()} == {name for name, *_ in _load_app().EXAMPLES}
 
@@ -432,7 +458,9 @@ def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(
             snapshot = rehearse.lay_out_hub_cache(cache, repo_id, push)
             assert (snapshot / "model.safetensors").is_file() and (snapshot / "README.md").is_file()
         rehearse.wait_for_port(port, process, log, timeout=90)
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads"))
+        client = Client(
+            f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads")
+        )
         photo = _png(tmp_path, _photo(24, 18))
         for scale, repo_id in HUB_REPO_IDS.items():
             _, info, download = client.predict(handle_file(photo), scale, False, api_name="/super_resolve")
@@ -468,7 +496,9 @@ def _clip(path: Path, frames: int = 6, rate: int = 10, size=(32, 24), audio: boo
         if sound is not None:
             samples = np.sin(np.arange(16000 * frames // rate) * 2 * np.pi * 440 / 16000).astype(np.float32)
             for start in range(0, len(samples), 1024):
-                chunk = av.AudioFrame.from_ndarray(0.2 * samples[None, start : start + 1024], format="fltp", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    0.2 * samples[None, start : start + 1024], format="fltp", layout="mono"
+                )
                 chunk.sample_rate, chunk.pts, chunk.time_base = 16000, start, Fraction(1, 16000)
                 container.mux(sound.encode(chunk))
             container.mux(sound.encode(None))
@@ -492,7 +522,10 @@ def test_video_tab_upscales_a_short_clip_with_its_audio(app, tmp_path):
         (lambda tmp: None, "Upload a video first"),
         (lambda tmp: _png(tmp, _photo()), "cannot be used as a video"),
         (lambda tmp: _text_file(tmp), "cannot be used as a video"),
-        (lambda tmp: _clip(tmp / "long.mp4", frames=11, rate=1, audio=False), "11.0 s (11 frames); this demo takes clips of up to 10 s"),
+        (
+            lambda tmp: _clip(tmp / "long.mp4", frames=11, rate=1, audio=False),
+            "11.0 s (11 frames); this demo takes clips of up to 10 s",
+        ),
         (lambda tmp: _clip(tmp / "many.mp4", frames=301, rate=60, size=(8, 8), audio=False), "301 frames"),
         (lambda tmp: _clip(tmp / "big.mp4", frames=2, size=(640, 482), audio=False), "up to 480p"),
     ],
@@ -547,6 +580,7 @@ def test_real_browser_upload_and_slider(server, tmp_path):
             )
             assert size == [864, 864]
             assert "Bird (Set5)" in page.content()  # the examples show their labels
+            assert page.get_by_role("tab", name="Video").count() == 1
             page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
