@@ -2,7 +2,7 @@
 
     folder = prepare_upload_folder("espcn_hf/weights/espcn-x3", "hub/espcn-x3",
                                    eval_json_paths=["benchmarks/eval_espcn-x3_x3.json"],
-                                   comparison_image="../shared/data/benchmarks/Urban100/img_004.png")
+                                   comparison_image="../shared/data/benchmarks/Set14/zebra.png")
     url = push_checkpoint("espcn_hf/weights/espcn-x3", "espcn-hf/espcn-x3", ...)   # prepares, then uploads
 
 The upload folder is what a Hub model repository holds: the `save_pretrained` output of the model and its image
