@@ -31,7 +31,6 @@ DEFAULT_SCALE = 3
 
 # Package data: one save_pretrained folder per shipped model (config, safetensors weights, code files).
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-CHECKPOINT_DIR = WEIGHTS_DIR  # the former name, kept while callers move to `packaged_weights()`
 SAMPLE_DIR = Path(__file__).resolve().parent / "assets"
 
 # One HEAD request decides whether the Hub answers at all; without it, huggingface_hub retries a network error
@@ -54,11 +53,6 @@ def packaged_weights(scale: int, preset: str = "espcn") -> Path:
         packaged = sorted(p.name for p in WEIGHTS_DIR.glob("*") if (p / "config.json").is_file())
         raise CheckpointError(f"no packaged {preset} model for x{scale} (packaged: {', '.join(packaged)})")
     return folder
-
-
-def bundled_checkpoint(scale: int, preset: str = "espcn") -> str:
-    """The former name of `packaged_weights`, as a string."""
-    return str(packaged_weights(scale, preset))
 
 
 def hub_repo_id(scale: int, preset: str = "espcn") -> str:
@@ -194,12 +188,10 @@ def resolve_model(
 
 
 __all__ = [
-    "CHECKPOINT_DIR",
     "CheckpointError",
     "HUB_REPO_IDS",
     "PAPER_HUB_REPO_ID",
     "WEIGHTS_DIR",
-    "bundled_checkpoint",
     "hub_repo_id",
     "hub_reachable",
     "is_repo_id",
