@@ -266,6 +266,7 @@ def test_space_readme_front_matter():
     assert front["sdk_version"] == gr.__version__
     assert front["models"] == [HUB_REPO_IDS[s] for s in sorted(HUB_REPO_IDS)]
     assert {"title", "emoji", "colorFrom", "colorTo", "license"} <= set(front)
+    assert len(front["short_description"]) <= 60  # the Hub's limit
     requirements = (SPACE_DIR / "requirements.txt").read_text()
     assert f"gradio=={gr.__version__}" in requirements
     # espcn_hf is uploaded as a folder, not installed: its core dependencies must all be listed
