@@ -9,8 +9,8 @@ output is missing, all wait at a barrier (so no process sees another's fresh out
 `PartialState().split_between_processes` hands each process a contiguous share of that list; each process runs
 its share on its own device (`PartialState().device`: its GPU, or the CPU). Images are written with
 `fileio.atomic_save` and videos with `upscale_video` (also atomic), so a file at its final path is always
-complete: re-running the same command skips those (unless `overwrite=True`) and a killed job resumes where it
-stopped. A bad input is reported and skipped; the others go on. The outcome of all processes is gathered, so
+complete: re-running the same command with `skip_existing=True` (`--skip-existing` on the CLI) skips those, so a
+killed job resumes where it stopped. A bad input is reported and skipped; the others go on. The outcome of all processes is gathered, so
 every process returns the same totals.
 """
 
@@ -48,7 +48,7 @@ class BatchResult:
     """What happened to each file, over all processes."""
 
     written: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # complete outputs already there
+    skipped: list[str] = field(default_factory=list)  # inputs whose output was already there (skip_existing)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (input, one-line reason)
     num_processes: int = 1
     shares: list[int] = field(default_factory=list)  # files each process was given, by process index
@@ -79,18 +79,48 @@ def distributed_state():
     return PartialState(cpu=cpu)
 
 
-def share_of_work(
-    pairs: Sequence[tuple[Path, Path]], *, overwrite: bool = False, state=None
-) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """This process's share of the (input, output) pairs whose output is not there yet, and the inputs skipped
-    because their output is complete (all of them, on every process).
+def process_device(device: str | torch.device | None, state=None) -> str | torch.device | None:
+    """The device this process runs on: under `accelerate launch` with several processes, its own
+    (`PartialState().device`: one GPU per process) when `device` is None or names only the type ("cuda" alone
+    would put every process on cuda:0); otherwise `device` as given."""
+    import torch
 
-    Every process lists the pending pairs, all wait at a barrier (so no process sees another's fresh outputs
+    state = state or distributed_state()
+    if state.num_processes > 1 and (
+        device is None or (torch.device(device).type == state.device.type and torch.device(device).index is None)
+    ):
+        return state.device
+    return device
+
+
+def _identity(path) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, None when there is none: hard links and symlinks compare equal."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def share_of_work(
+    pairs: Sequence[tuple[Path, Path]], *, skip_existing: bool = False, state=None
+) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """This process's share of the (input, output) pairs to do, and the inputs skipped because their output is
+    complete (with `skip_existing`; all of them, on every process).
+
+    An output that is one of the inputs (same file, also through a link) stays pending, so the caller refuses it
+    instead of calling it complete. Every process lists the pending pairs, all wait at a barrier (so no process sees another's fresh outputs
     while listing), then `split_between_processes` gives each a contiguous share. One process: all pending pairs.
     """
     state = state or distributed_state()
-    pending = [(f, o) for f, o in pairs if overwrite or not Path(o).exists()]
-    skipped = [str(f) for f, o in pairs if not overwrite and Path(o).exists()]
+    inputs = {_identity(f) for f, _ in pairs} - {None}
+
+    def complete(output) -> bool:  # an output that is one of the inputs is never "complete": callers refuse it
+        identity = _identity(output)
+        return skip_existing and identity is not None and identity not in inputs
+
+    pending = [(f, o) for f, o in pairs if not complete(o)]
+    skipped = [str(f) for f, o in pairs if complete(o)]
     state.wait_for_everyone()
     with state.split_between_processes(pending) as share:
         return list(share), skipped
@@ -101,7 +131,7 @@ def upscale_files(
     outputs: Sequence[str | os.PathLike],
     model: str | os.PathLike | ESPCNForImageSuperResolution,
     *,
-    overwrite: bool = False,
+    skip_existing: bool = False,
     device: str | torch.device | None = None,
     tile_size: int | str | None = "auto",
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -113,7 +143,8 @@ def upscale_files(
     Args:
         files, outputs: inputs and their output paths, the same length, in the same order on every process.
         model: an `ESPCNForImageSuperResolution`, a `save_pretrained` folder or a Hub repo id.
-        overwrite: redo outputs that exist (default: skip them, which is how a killed job resumes).
+        skip_existing: leave outputs that exist as they are (how a killed job resumes: atomic writes guarantee
+            that a file at its final path is complete); default: write every output.
         device: where to run; default: this process's accelerate device (its GPU under `accelerate launch` on
             GPUs), else the model's.
         tile_size, max_pixels: passed to `upscale` for images.
@@ -130,14 +161,11 @@ def upscale_files(
     if len(files) != len(outputs):
         raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")
     state = distributed_state()
-    if state.num_processes > 1 and (
-        device is None or (torch.device(device).type == state.device.type and torch.device(device).index is None)
-    ):
-        device = state.device  # one GPU per process ("cuda" alone would put every process on cuda:0)
+    device = process_device(device, state)
     model = placed_model(model, device)
 
     pairs = [(Path(f), Path(o)) for f, o in zip(files, outputs, strict=True)]
-    share, skipped = share_of_work(pairs, overwrite=overwrite, state=state)
+    share, skipped = share_of_work(pairs, skip_existing=skip_existing, state=state)
     result = BatchResult(skipped=skipped if state.is_main_process else [], num_processes=state.num_processes)
     result.shares = [len(share)]
     bar = tqdm(
@@ -174,9 +202,13 @@ def upscale_files(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `espcn-hf upscale` that this module adds: resume control and the video encoder settings."""
+    """Options of `espcn-hf upscale` that this module adds: --skip-existing (resume) and the video encoder
+    settings."""
     parser.add_argument(
-        "--overwrite", action="store_true", help="redo outputs that already exist (default: skip them, to resume)"
+        "--skip-existing",
+        action="store_true",
+        help="leave outputs that exist as they are: re-run a killed job with it to resume (outputs are written "
+        "atomically, so an output at its final path is complete)",
     )
     group = parser.add_argument_group("video inputs")
     group.add_argument("--crf", type=int, default=DEFAULT_CRF, help="video quality, lower is better (0 = lossless)")
@@ -205,6 +237,7 @@ __all__ = [
     "add_arguments",
     "distributed_state",
     "output_suffix",
+    "process_device",
     "share_of_work",
     "upscale_files",
     "video_options",

@@ -61,6 +61,11 @@ DEFAULT_BATCH_SIZE = 4
 QUEUE_BATCHES = 2
 # Encoders that take a constant-quality `crf` option (lower = better; 0 = lossless for libx264 8-bit).
 CRF_CODECS = {"libx264": {}, "libx264rgb": {}, "libx265": {}, "libvpx-vp9": {"b": "0"}, "libaom-av1": {"b": "0"}}
+# File names a folder scan takes for videos (files named explicitly are probed by content whatever their name).
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv",
+    ".gif",
+)  # fmt: skip
 # Formats whose single-frame files are images, unless they hold two or more frames.
 ANIMATION_FORMATS = ("gif", "apng", "webp")
 
@@ -451,4 +456,12 @@ def upscale_video(
     )
 
 
-__all__ = ["VideoError", "VideoInfo", "is_video", "probe_video", "upscale_video"]
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoError",
+    "VideoInfo",
+    "is_video",
+    "placed_model",
+    "probe_video",
+    "upscale_video",
+]

@@ -57,9 +57,9 @@ def test_one_process_writes_skips_and_reports_bad_files(folder, tiny_checkpoint,
     assert_complete(outputs, files, model)
 
     outputs[0].unlink()  # a re-run redoes only what is missing
-    again = upscale_files(files, outputs, tiny_checkpoint)
+    again = upscale_files(files, outputs, tiny_checkpoint, skip_existing=True)
     assert again.written == [str(outputs[0])] and len(again.skipped) == NUM_IMAGES - 1
-    assert len(upscale_files(files, outputs, tiny_checkpoint, overwrite=True).written) == NUM_IMAGES
+    assert len(upscale_files(files, outputs, tiny_checkpoint).written) == NUM_IMAGES  # default: write all
 
 
 JOB = """
@@ -80,7 +80,7 @@ def slow_upscale(*args, **kwargs):
 
 espcn_hf.inference.upscale = slow_upscale
 Path(sys.argv[5], f"pid{os.environ['RANK']}").write_text(str(os.getpid()))
-result = batch.upscale_files(files, outputs, sys.argv[3], progress=False)
+result = batch.upscale_files(files, outputs, sys.argv[3], skip_existing=True, progress=False)
 state = PartialState()
 report = {"written": result.written, "skipped": result.skipped, "failed": result.failed,
           "num_processes": result.num_processes, "shares": result.shares, "distributed_type": str(state.distributed_type)}
