@@ -24,8 +24,14 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from .fileio import atomic_save, is_partial_file
-from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_file
+from .fileio import is_partial_file
+from .image_io import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    is_image_file,
+    save_image,
+)
 from .onnx_export import add_parser as add_export_parser
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -134,32 +140,6 @@ def _same_file_as_an_input(target: Path, inputs: list[Path]) -> Path | None:
         except OSError:
             continue
     return None
-
-
-# --- saving ------------------------------------------------------------------------------------------------------
-
-
-def _image_for_format(image, suffix: str):
-    """`image` converted to what the target format can hold (PNG/TIFF take every mode we make)."""
-    import numpy as np
-    from PIL import Image
-
-    from .metrics import quantize_uint8
-
-    fmt = Image.registered_extensions()[suffix.lower()]
-    if fmt in ("PNG", "TIFF"):
-        return image, fmt
-    if image.mode == "I;16":  # 16-bit grayscale -> 8-bit levels, by the package's one rounding rule
-        image = Image.fromarray(quantize_uint8(np.asarray(image, dtype=np.float64) / 65535.0))
-    if fmt in ("JPEG", "BMP", "PPM") and image.mode in ("RGBA", "LA"):
-        image = image.convert(image.mode[:-1])
-    return image, fmt
-
-
-def save_image(image, target: Path) -> None:
-    """Save atomically: a temporary file beside `target`, fsync, rename (espcn_hf.fileio)."""
-    image, fmt = _image_for_format(image, target.suffix)
-    atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
 
 
 # --- the upscale command ---------------------------------------------------------------------------------------

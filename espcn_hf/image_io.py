@@ -1,6 +1,8 @@
 """Safe image loading: every way a file can be bad ends in one `ImageLoadError` that names the problem.
 
-This module imports only Pillow (the CLI reads its limits while building `--help`), and it owns the size limits:
+Loading (`load_image`) and saving (`save_image`: atomic, in the format the file name asks for) of image files.
+This module imports only Pillow at import time (the CLI reads its limits while building `--help`), and it owns the
+size limits:
 
 - `DEFAULT_MAX_PIXELS` (36 Mpx) bounds the *input*, checked from the header before decoding, so a
   decompression bomb costs nothing. Pillow's own process-wide bomb limit (`Image.MAX_IMAGE_PIXELS`, 89.5 Mpx)
@@ -197,6 +199,38 @@ def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: in
     return image
 
 
+def _image_for_format(image: Image.Image, fmt: str) -> Image.Image:
+    """`image` converted to what format `fmt` can hold: PNG and TIFF take every mode `upscale` makes (RGB, RGBA,
+    L, LA, 16-bit I;16); JPEG, BMP and PPM drop alpha, and formats without 16-bit grayscale get 8-bit levels."""
+    if fmt in ("PNG", "TIFF"):
+        return image
+    if image.mode == "I;16":
+        import numpy as np
+
+        from .metrics import quantize_uint8  # the package's one rounding rule
+
+        image = Image.fromarray(quantize_uint8(np.asarray(image, dtype=np.float64) / 65535.0))
+    if fmt in ("JPEG", "BMP", "PPM") and image.mode in ("RGBA", "LA"):
+        image = image.convert(image.mode[:-1])
+    return image
+
+
+def save_image(image: Image.Image, target: str | os.PathLike) -> Path:
+    """Save `image` to `target` atomically (`espcn_hf.fileio.atomic_save`: a temporary file beside it, fsync,
+    rename), in the format its extension names (PNG when it names none), converted to what that format holds.
+
+    An interrupt or a full disk never leaves a truncated file at `target` and never destroys the file that was
+    there; errors (OSError: full disk, read-only folder, ...) propagate with the target unchanged.
+    """
+    from .fileio import atomic_save
+
+    target = Path(target)
+    fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
+    image = _image_for_format(image, fmt)
+    # the temporary name ends in .partial, so Pillow is told the format
+    return atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
+
+
 __all__ = [
     "DEFAULT_MAX_OUTPUT_PIXELS",
     "DEFAULT_MAX_PIXELS",
@@ -205,4 +239,5 @@ __all__ = [
     "ImageLoadError",
     "is_image_file",
     "load_image",
+    "save_image",
 ]

@@ -287,8 +287,12 @@ def upscale_tensor(
     return result
 
 
-def _model_on(model, device) -> ESPCNForImageSuperResolution:
-    """The model to run: loaded from a path/repo id, or the caller's own (a temporary copy for another device)."""
+def placed_model(
+    model: str | os.PathLike | ESPCNForImageSuperResolution, device: str | torch.device | None = None
+) -> ESPCNForImageSuperResolution:
+    """The model to run on `device`, placed once per call or job: loaded from a path/repo id (`load_model`), or
+    the caller's own instance, as it is, or a copy when it lives on another device (the caller's model is never
+    moved or converted)."""
     if not isinstance(model, ESPCNForImageSuperResolution):
         return load_model(model, device=device)
     if device is None:
@@ -355,7 +359,7 @@ def upscale(
         tile_size=tile_size, tile_overlap=tile_overlap, dtype=dtype, memory_format=memory_format,
         max_pixels=max_pixels, max_output_pixels=max_output_pixels,
     )  # fmt: skip
-    model = _model_on(model, device)
+    model = placed_model(model, device)
     if isinstance(image, (list, tuple)):
         return [_upscale_one(item, model, **options) for item in image]
     return _upscale_one(image, model, **options)
@@ -429,6 +433,7 @@ __all__ = [
     "auto_tile_size",
     "load_model",
     "parse_tile_size",
+    "placed_model",
     "resolve_options",
     "resolve_tiling",
     "upscale",

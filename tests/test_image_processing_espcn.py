@@ -290,3 +290,23 @@ def test_saved_processor_carries_auto_map_and_its_code(tmp_path):
     config = json.loads((tmp_path / "preprocessor_config.json").read_text())
     assert config["auto_map"] == {"AutoImageProcessor": "image_processing_espcn.ESPCNImageProcessor"}
     assert (tmp_path / "image_processing_espcn.py").is_file()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp", ".tif", ".webp", ".gif", ".ppm"])
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "I;16"])
+def test_save_image_writes_every_mode_to_every_format(tmp_path, suffix, mode):
+    from espcn_hf.image_io import save_image
+
+    gray = natural_image(8, 10)[..., 0]
+    image = (
+        Image.fromarray(gray.astype(np.uint16) * 257)
+        if mode == "I;16"
+        else Image.fromarray(gray).convert(mode)
+    )
+    target = tmp_path / f"out{suffix}"
+    save_image(image, target)
+    reopened = load_image(target)
+    assert reopened.size == (10, 8)
+    if suffix in (".png", ".tif"):
+        assert reopened.mode == mode  # lossless formats keep alpha and 16-bit depth
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
