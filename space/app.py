@@ -69,6 +69,10 @@ DELETE_CACHE = (60, 600)  # every minute, delete gradio's cached uploads and res
 MAX_VIDEO_SECONDS = 10
 MAX_VIDEO_FRAMES = 300
 MAX_VIDEO_SIZE = (854, 480)  # 480p: long side <= 854, short side <= 480 (either orientation)
+MAX_VIDEO_OUTPUT = (
+    1920,
+    1080,
+)  # 1080p out, the paper's real-time setting: x4 only up to 480x270, x3 up to 640x360
 
 PAPER_URL = "https://arxiv.org/abs/1609.05158"
 CODE_URL = "https://github.com/espcn-hf/espcn-hf"
@@ -324,7 +328,7 @@ def _video_seconds(path: str, frames: int, rate) -> float | None:
     return frames / float(rate) if frames and rate else None
 
 
-def super_resolve_video(video, scale):
+def super_resolve_video(video, scale, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
     """Upscale a short clip (at most MAX_VIDEO_SECONDS, MAX_VIDEO_FRAMES frames, 480p) with ESPCN, frame by frame,
     keeping frame rate, timestamps and audio (espcn_hf.upscale_video). Returns (video_path, info_markdown)."""
     if video is None:
@@ -346,6 +350,15 @@ def super_resolve_video(video, scale):
             f"The video is {probe.width}×{probe.height}; this demo takes clips of up to 480p "
             f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}, either orientation). Please resize it first."
         )
+    if long * scale > MAX_VIDEO_OUTPUT[0] or short * scale > MAX_VIDEO_OUTPUT[1]:
+        fits = [
+            f"x{s}" for s in SCALES if long * s <= MAX_VIDEO_OUTPUT[0] and short * s <= MAX_VIDEO_OUTPUT[1]
+        ]
+        raise gr.Error(
+            f"x{scale} of {probe.width}×{probe.height} would be {probe.width * scale}×{probe.height * scale}; this "
+            f"demo's video output is at most 1080p ({MAX_VIDEO_OUTPUT[0]}×{MAX_VIDEO_OUTPUT[1]}). "
+            + (f"Pick {' or '.join(fits)}." if fits else "Please resize the clip first.")
+        )
     seconds = _video_seconds(path, probe.frames, probe.rate)
     if seconds is None or seconds > MAX_VIDEO_SECONDS + 0.05 or probe.frames > MAX_VIDEO_FRAMES:
         length = f"{seconds:.1f} s" if seconds is not None else "of unknown length"
@@ -362,12 +375,12 @@ def super_resolve_video(video, scale):
     notes = []
     try:
         try:
-            out = upscale_video(path, folder / f"espcn_x{scale}.mp4", model, scale=scale, progress=False)
+            out = upscale_video(path, folder / f"espcn_x{scale}.mp4", model, scale=scale, progress=True)
         except VideoError as error:
             if "audio" not in str(error):
                 raise
             # an audio codec MP4 cannot hold (e.g. Vorbis): Matroska keeps it unchanged
-            out = upscale_video(path, folder / f"espcn_x{scale}.mkv", model, scale=scale, progress=False)
+            out = upscale_video(path, folder / f"espcn_x{scale}.mkv", model, scale=scale, progress=True)
             notes.append(
                 "The audio track needs a Matroska (.mkv) file; download it if your browser does not play it."
             )
@@ -463,10 +476,11 @@ def build_demo() -> gr.Blocks:
                     download = gr.File(label="Full-resolution PNG", elem_id="download")
             with gr.Tab("Video", id="video"):
                 gr.Markdown(
-                    f"Short clips: up to {MAX_VIDEO_SECONDS} s, {MAX_VIDEO_FRAMES} frames and 480p "
-                    f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}). Every frame goes through ESPCN; frame rate, "
-                    "timestamps and audio are kept; the result is H.264 MP4. Everything runs on the CPU, a few "
-                    "frames per second: a 3 s clip takes about half a minute."
+                    f"Short clips: up to {MAX_VIDEO_SECONDS} s, {MAX_VIDEO_FRAMES} frames and 480p in "
+                    f"({MAX_VIDEO_SIZE[0]}×{MAX_VIDEO_SIZE[1]}), 1080p out (x4 up to 480×270, x3 up to 640×360). "
+                    "Every frame goes through ESPCN; frame rate, timestamps and audio are kept; the result is "
+                    "H.264 MP4. Everything runs on the CPU at a few frames per second: a 3 s clip takes about "
+                    "half a minute."
                 )
                 with gr.Row():
                     with gr.Column():

@@ -529,8 +529,12 @@ def test_video_tab_upscales_a_short_clip_with_its_audio(app, tmp_path):
         ),
         (lambda tmp: _clip(tmp / "many.mp4", frames=301, rate=60, size=(8, 8), audio=False), "301 frames"),
         (lambda tmp: _clip(tmp / "big.mp4", frames=2, size=(640, 482), audio=False), "up to 480p"),
+        (
+            lambda tmp: _clip(tmp / "x3.mp4", frames=2, size=(642, 360), audio=False),
+            "at most 1080p (1920×1080). Pick x2.",
+        ),
     ],
-    ids=["none", "image", "text", "too-long", "too-many-frames", "too-large"],
+    ids=["none", "image", "text", "too-long", "too-many-frames", "too-large", "output-over-1080p"],
 )
 def test_video_tab_refuses_what_is_past_the_limits_clearly(app, tmp_path, make, message):
     with pytest.raises(gr.Error) as error:
