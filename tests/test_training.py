@@ -288,8 +288,11 @@ def test_truncate_after_drops_a_torn_last_line(tmp_path):
 
 def test_run_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from espcn_hf.training import RunLock; "
-         "lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        # another process holding output_dir/.lock the way RunLock takes it (filelock; importing only that
+        # keeps the test fast)
+        [sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+         "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+         str(tmp_path / ".lock")],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -529,7 +532,12 @@ def test_bf16_channels_last_and_accumulation_on_the_device_path(tmp_path, data_d
         "channels_last=true",
     ]
     extra += ["--set", "gradient_accumulation_steps=2", "--data_path", "device"]
-    assert train.main(_args(out, data_dirs, *extra)) == 0
+    # its own process: accelerate's state (mixed precision included) is one per process
+    command = [sys.executable, str(TRAIN_SCRIPT), *_args(out, data_dirs, *extra)]
+    result = subprocess.run(
+        command, cwd=ROOT, env=_subprocess_env(), capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((out / "run.json").read_text())
     assert info["mixed_precision"] == "bf16" and info["data_path"] == "device"
     record = read_metrics(out / "metrics.jsonl")[-1]
