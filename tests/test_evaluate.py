@@ -245,3 +245,28 @@ def test_cli_bicubic_only_with_opencv_peer(tmp_path, data_dir):
     report = EvalReport.from_json(out / "eval_peers_x3.json")
     assert report.name == "peers" and report.methods == ["bicubic", "opencv-espcn"]
     assert math.isfinite(report.results["tiny_set"]["opencv-espcn"].psnr_y)
+
+
+def test_a_failed_picture_write_keeps_the_previous_picture(tmp_path, monkeypatch):
+    """Issue 10: results files and pictures are written atomically; a writer dying half-way (full disk) leaves
+    the previous file in place and no partial file behind."""
+    import matplotlib.figure
+
+    from espcn_hf.visualization import save_evaluation_picture
+
+    ds = load_benchmark("tiny_set", root=FIXTURES, scale=2)
+    report = evaluate({"bicubic": bicubic_upscaler(2)}, {"tiny": ds}, 2, keep_outputs={"tiny": ["rings"]})
+    target = tmp_path / "eval.png"
+    target.write_bytes(b"previous picture")
+
+    def disk_full(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        save_evaluation_picture(
+            target, report, {"tiny": ds.hr[ds.names.index("rings")]}, {"tiny": "rings"}, ["bicubic"]
+        )
+    assert target.read_bytes() == b"previous picture"
+    assert [p.name for p in tmp_path.iterdir()] == ["eval.png"]
