@@ -373,7 +373,7 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def evaluate(
-    methods: Mapping[str, Any],
+    methods: Mapping[str, Any] | Any,
     sets: Mapping[str, Any],
     scale: int,
     accelerator=None,
@@ -387,7 +387,7 @@ def evaluate(
 
     Args:
         methods: method name -> a model (`ESPCNForImageSuperResolution`, possibly wrapped by accelerate) or an
-            upscaler callable (see the module docstring).
+            upscaler callable (see the module docstring); a single model or callable is named "model".
         sets: set name -> a dataset of whole images: items `{"pixel_values": LR (3, h, w), "labels": HR
             (3, rh, rw)[, "name": str]}` in [0, 1], e.g. `data.load_benchmark(name, scale=scale)`.
         scale: the SR factor (mod-crop and border crop of the metrics).
@@ -403,6 +403,8 @@ def evaluate(
         `EvalReport` (scale, results, methods; `seconds` is the wall-clock time of this call). A model's
         training/eval mode is restored afterwards.
     """
+    if not isinstance(methods, Mapping):
+        methods = {"model": methods}
     if not methods:
         raise ValueError("evaluate: no methods given")
     rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)

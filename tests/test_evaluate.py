@@ -72,6 +72,8 @@ def test_model_scores_outputs_and_mode_restored():
     kept = report.outputs["tiny_set"]["tiny"]["rings"]
     assert kept.shape == (60, 72, 3) and kept.dtype == np.uint8
     assert model.training, "evaluate must give the model back in the mode it came in"
+    alone = evaluate(model, {"tiny_set": ds}, 2)  # a bare model is method "model"
+    assert alone.results["tiny_set"]["model"].psnr_y == scores.psnr_y
 
 
 class _FakeAccelerator:
