@@ -1,6 +1,7 @@
 """Registration with the Auto classes, the image-super-resolution pipeline, and trust_remote_code loading."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -268,3 +269,35 @@ def test_folders_saved_without_registration_are_self_sufficient(tmp_path):
         "image_processing_espcn.py",
     ):
         assert (tmp_path / name).is_file(), name
+
+
+def test_push_to_hub_uploads_the_pipeline_code(tmp_path, monkeypatch):
+    """save_pretrained(push_to_hub=True) and push_to_hub() upload a folder that already holds pipeline_espcn.py
+    (transformers' upload inside save_pretrained would run before it is copied). No network: the Hub calls are
+    replaced by recorders."""
+    import transformers.utils.hub as transformers_hub
+
+    uploaded = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            return type("Repo", (), {"repo_id": repo_id})()
+
+    def fake_upload(self, folder, repo_id, files_timestamps=None, **kwargs):
+        uploaded.append((repo_id, sorted(os.listdir(folder))))
+
+    monkeypatch.setattr(transformers_hub, "hf_api", lambda: FakeApi())
+    monkeypatch.setattr(transformers_hub, "create_and_tag_model_card", lambda *a, **k: _FakeCard())
+    monkeypatch.setattr(ESPCNForImageSuperResolution, "_upload_modified_files", fake_upload)
+    model = tiny_model(2)
+    model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="owner/tiny")
+    assert (tmp_path / "local" / "pipeline_espcn.py").is_file()
+    ((repo_id, files),) = uploaded
+    assert repo_id == "owner/tiny"
+    assert {"config.json", "model.safetensors", "pipeline_espcn.py", "modeling_espcn.py"} <= set(files)
+    assert "image_processing_espcn.py" in files and "configuration_espcn.py" in files
+
+
+class _FakeCard:
+    def save(self, path):
+        Path(path).write_text("card")

@@ -227,30 +227,42 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
         self.pixel_shuffle = nn.PixelShuffle(r)
         self.post_init()
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`; a folder saved with the code files (after `register_for_auto_class`,
-        which `espcn_hf` does) also gets the pipeline code and `custom_pipelines`, so that `AutoModel`,
-        `AutoModelForImageToImage` and `pipeline(..., trust_remote_code=True)` load it without `espcn_hf`."""
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """`PreTrainedModel.save_pretrained`; with the code files (this class sets `_auto_class`), the folder also
+        gets the pipeline code and `custom_pipelines`, so that `AutoModel`, `AutoModelForImageToImage` and
+        `pipeline(..., trust_remote_code=True)` load it without `espcn_hf`.
+
+        With `push_to_hub=True` the complete folder is saved first and then pushed with `push_to_hub` (which
+        saves it again in a temporary folder and uploads every file): transformers' own upload inside
+        `save_pretrained` would run before the pipeline code is in the folder.
+        """
+        if push_to_hub:
+            hub_keys = ("repo_id", "commit_message", "create_pr", "private", "token", "revision")
+            hub_kwargs = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+            result = self.save_pretrained(save_directory, *args, **kwargs)
+            if kwargs.get("is_main_process", True):
+                repo_id = hub_kwargs.pop("repo_id", os.path.basename(os.path.normpath(save_directory)))
+                self.push_to_hub(repo_id, **hub_kwargs)
+            return result
         if self._auto_class is None:
             return super().save_pretrained(save_directory, *args, **kwargs)
         # A class has one `_auto_class`; list the model under AutoModel too, so both Auto classes resolve it.
         auto_map = dict(getattr(self.config, "auto_map", None) or {})
         auto_map.setdefault("AutoModel", f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}")
         self.config.auto_map = auto_map
-        pipeline_code = Path(__file__).with_name(
-            PIPELINE_CODE_FILE
-        )  # beside this file, in the package or a repo
+        pipeline_code = Path(__file__).with_name(PIPELINE_CODE_FILE)  # beside this file: package or repo copy
+        if not pipeline_code.is_file():  # e.g. a remote copy loaded without the pipeline file
+            return super().save_pretrained(save_directory, *args, **kwargs)
         had = self.config.__dict__.get("custom_pipelines")
-        if pipeline_code.is_file():
-            self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
+        self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         try:
             result = super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
+        finally:  # the config in memory stays as it was
             if had is None:
                 self.config.__dict__.pop("custom_pipelines", None)
             else:
                 self.config.custom_pipelines = had
-        if pipeline_code.is_file() and kwargs.get("is_main_process", True):
+        if kwargs.get("is_main_process", True) and os.path.isdir(save_directory):
             # The pipeline module and the flat files it imports (the image processor's, too).
             for code in (pipeline_code, *map(Path, get_relative_import_files(pipeline_code))):
                 shutil.copyfile(code, Path(save_directory) / code.name)
