@@ -273,8 +273,9 @@ def drive_with_client(url: str, space: Path, download_dir: Path) -> list[str]:
     return lines
 
 
-def drive_with_browser(url: str, screenshot: Path) -> str:
-    """Click the first example (Set5 bird, x3 of a downscaled copy), run it, check the slider, take the screenshot."""
+def drive_with_browser(url: str, screenshot: Path, clip: Path, video_screenshot: Path) -> tuple[str, str]:
+    """Click the first example (Set5 bird, x3 of a downscaled copy), run it, check the slider, take the screenshot;
+    then upload `clip` on the Video tab, run it x2 and check that the page plays back a video of twice the size."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -299,9 +300,28 @@ def drive_with_browser(url: str, screenshot: Path) -> str:
             page.wait_for_timeout(500)
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(screenshot), full_page=True)
+
+            page.get_by_role("tab", name="Video").click()
+            page.locator("#input-video input[type=file]").set_input_files(str(clip))
+            page.locator("#input-video video").first.wait_for(timeout=30_000)
+            page.locator("#video-scale").get_by_label("x2").check()
+            page.locator("#run-video").click()
+            page.get_by_text("Audio copied unchanged", exact=False).first.wait_for(timeout=300_000)
+            page.locator("#output-video video").first.wait_for(timeout=30_000)
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#output-video video'); return v && v.videoWidth > 0; }",
+                timeout=30_000,
+            )
+            video_size = page.evaluate(
+                "() => { const v = document.querySelector('#output-video video'); return [v.videoWidth, v.videoHeight]; }"
+            )
+            if video_size != [960, 540]:
+                raise RuntimeError(f"the page plays a {video_size} video, expected 960×540")
+            video_info = page.locator("#video-info").inner_text()
+            page.screenshot(path=str(video_screenshot), full_page=True)
         finally:
             browser.close()
-    return " ".join(info.split())
+    return " ".join(info.split()), " ".join(video_info.split())
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -398,8 +418,14 @@ def main(argv=None) -> int:
 
         if CHROMIUM.exists():
             _step("6. Chromium (Playwright)")
-            info = drive_with_browser(url, args.screenshot.resolve())
+            info, video_info = drive_with_browser(
+                url, args.screenshot.resolve(), downloads / "clip.mp4", work / "space_video_screenshot.png"
+            )
             report.append(f"6. Chromium (Playwright): example “Bird (Set5)” clicked and run; panel: {info}")
+            report.append(
+                f"   Video tab: the 480×270 clip uploaded and run x2, the page plays it back at 960×540; panel: "
+                f"{video_info}"
+            )
             report.append(f"   Screenshot: `{os.path.relpath(args.screenshot.resolve(), REPO_ROOT)}`")
         else:
             report.append(f"6. Chromium: skipped ({CHROMIUM} not found)")

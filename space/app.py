@@ -429,7 +429,7 @@ def _intro() -> str:
         "Upscale an image x2, x3 or x4 with ESPCN (Shi et al. 2016), a small network whose convolutions all "
         "run at low resolution before a sub-pixel convolution. Drag the slider to compare with bicubic. "
         "Tick **downscale first** to turn a sharp photo into a real low-resolution input and see how much "
-        f"of it comes back. Inputs up to {MAX_INPUT_PIXELS:,} pixels.\n\n"
+        f"of it comes back. Images up to {MAX_INPUT_PIXELS:,} pixels; short clips on the **Video** tab.\n\n"
         f"Models: {models} · Paper: [arXiv 1609.05158]({PAPER_URL}) · Code: [espcn-hf]({CODE_URL})"
     )
 
