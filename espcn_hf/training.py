@@ -385,8 +385,16 @@ class ScheduleClock:
         self.step = max(step, by_time)
         return self.step
 
-    def wrap(self, factor: Callable[[int], float]) -> Callable[[int], float]:
-        return lambda step: factor(max(step, self.step))
+    def wrap(self, factor: Callable[[int], float], warmup_steps: int = 0) -> Callable[[int], float]:
+        """`factor` at the clock's step, times a linear warmup over the first `warmup_steps` OPTIMIZER steps
+        (give `factor` no warmup of its own: with a time budget the clock's step runs far ahead of the real
+        one in the first seconds of a fast GPU run, and a warmup measured on it would last milliseconds)."""
+
+        def wrapped(step: int) -> float:
+            warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+            return warm * factor(max(step, self.step))
+
+        return wrapped
 
 
 def loss_for_step(step: int, max_steps: int, loss: str, finetune_loss: str, finetune_fraction: float) -> str:

@@ -253,15 +253,13 @@ class Trainer:
             weight_decay=config.weight_decay,
             fused=accelerator.device.type == "cuda",  # one kernel for the whole update
         )
+        # the warmup counts optimizer steps, the decay follows the clock (steps, or time with a budget)
         schedule = lr_lambda(
-            config.lr_schedule,
-            config.max_steps,
-            config.warmup_steps,
-            config.min_lr_ratio,
-            config.milestones,
-            config.gamma,
+            config.lr_schedule, config.max_steps, 0, config.min_lr_ratio, config.milestones, config.gamma
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.clock.wrap(schedule))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, self.clock.wrap(schedule, warmup_steps=config.warmup_steps)
+        )
         self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
         if self.train_dl is not None:
             self.train_dl = accelerator.prepare(self.train_dl)

@@ -142,6 +142,12 @@ def test_schedule_clock_follows_time_budget():
     factor = clock.wrap(lr_lambda("cosine", 1000, min_lr_ratio=0.0))
     assert factor(10) == pytest.approx(0.0, abs=1e-9)
     assert ScheduleClock(1000).update(step=7, seconds=1e9) == 7  # no budget: the step itself
+    # the warmup follows optimizer steps even when the clock has run ahead (a fast GPU's first second)
+    fast = ScheduleClock(max_steps=1_000_000, time_limit_s=240.0)
+    fast.update(step=50, seconds=1.0)  # the clock is at step 4166
+    warm = fast.wrap(lr_lambda("cosine", 1_000_000, min_lr_ratio=0.01), warmup_steps=200)
+    assert warm(50) == pytest.approx(51 / 200 * lr_lambda("cosine", 1_000_000, min_lr_ratio=0.01)(4166))
+    assert warm(500) == pytest.approx(lr_lambda("cosine", 1_000_000, min_lr_ratio=0.01)(4166))
     assert loss_for_step(799, 1000, "l1", "mse", 0.2) == "l1"
     assert loss_for_step(800, 1000, "l1", "mse", 0.2) == "mse"
     assert loss_for_step(999, 1000, "l1", "mse", 0.0) == "l1"
