@@ -242,9 +242,10 @@ class Trainer:
                 f"init_from {self.args.init_from}: copied {len(report['copied'])} tensors, "
                 f"kept fresh {report['skipped'] or 'none'}"
             )
-        self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.eval_model = copy.deepcopy(model).eval()  # validation copy: EMA (or current) weights go into it
         model.to(accelerator.device, memory_format=self.memory_format)
+        # after the move: the shadow weights share the live ones' device and memory layout (one fused update)
+        self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.build_data()
         optimizer = torch.optim.Adam(
             model.parameters(),
@@ -270,8 +271,6 @@ class Trainer:
                 )
         self.unwrapped = accelerator.unwrap_model(self.model)
         self.eval_model.to(accelerator.device)
-        if self.ema is not None:
-            self.ema.to(accelerator.device)
         accelerator.register_for_checkpointing(self.state)
         if self.ema is not None:
             accelerator.register_for_checkpointing(self.ema)
