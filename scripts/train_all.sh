@@ -7,7 +7,7 @@
 #   mkdir -p runs; setsid nohup bash scripts/train_all.sh > runs/train_all.log 2>&1 < /dev/null &
 #
 # A run whose final/ folder exists is not trained again (delete runs/<name> to retrain); a run with checkpoints
-# but no final/ (crashed, killed) is resumed from its newest checkpoint. THREADS=1 is right on a busy shared CPU
+# but no final/ (crashed, killed) is resumed from its newest checkpoint that loads. THREADS=1 is right on a busy shared CPU
 # (measured: 2 threads were 8x slower there, OpenMP threads spin-waiting); use 2+ on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,15 +27,12 @@ train() {  # train NAME MINUTES [extra train.py flags...]
     if [ -d "$out/final" ]; then
         echo "$(date +%T) $name: already trained ($out/final), skipping"
     else
-        local resume=()
-        if [ -d "$out/checkpoints" ] && ls -d "$out"/checkpoints/step_* > /dev/null 2>&1; then
-            resume=(--resume_from_checkpoint latest)
-        fi
         mkdir -p "$out"
         echo "$(date +%T) $name: training for up to $minutes min -> $out (log: $out/log.txt)"
+        # latest: the newest checkpoint that loads, or a fresh start when there is none
         "$PYTHON" scripts/train.py --config "configs/$name.yaml" --output_dir "$out" --num_threads "$THREADS" \
-            --max_train_minutes "$minutes" --checkpointing_steps 1500 --with_tracking "${resume[@]}" "$@" \
-            >> "$out/log.txt" 2>&1
+            --max_train_minutes "$minutes" --checkpointing_steps 1500 --with_tracking \
+            --resume_from_checkpoint latest "$@" >> "$out/log.txt" 2>&1
         tail -n 1 "$out/log.txt"
     fi
     rm -rf "checkpoints/$name"
