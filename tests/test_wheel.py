@@ -4,6 +4,7 @@ default model, i.e. the packaged weights. Offline: no build isolation, no index.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ SOURCES = ("pyproject.toml", "README.md", "espcn_hf")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    assert importlib.util.find_spec("setuptools"), "the build backend is missing: pip install -e '.[test]'"
     root = tmp_path_factory.mktemp("wheel")
     source = root / "src"
     source.mkdir()
