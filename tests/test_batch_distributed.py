@@ -88,9 +88,9 @@ Path(sys.argv[5], f"rank{state.process_index}.json").write_text(json.dumps(repor
 """
 
 
-def launch(script: Path, files, outputs, checkpoint, delay: float, report_dir: Path, **popen) -> subprocess.Popen:
+def launch(script: Path, files, outputs, checkpoint, delay: float, report_dir: Path, port: int, **popen):
     command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29547"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     command += [str(script), json.dumps([str(f) for f in files]), json.dumps([str(o) for o in outputs])]
     command += [str(checkpoint), str(delay), str(report_dir)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
@@ -106,11 +106,13 @@ def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_che
     reports.mkdir()
 
     # 1. A slow job (0.5 s per file), killed with SIGKILL (launcher and both workers) once 2 outputs exist.
-    job = launch(script, files, outputs, tiny_checkpoint, 0.5, reports, stderr=subprocess.PIPE)
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would block the workers
+    with open(log, "wb") as stderr:
+        job = launch(script, files, outputs, tiny_checkpoint, 0.5, reports, 29547, stderr=stderr)
     try:
         deadline = time.monotonic() + 120
         while sum(o.exists() for o in outputs) < 2 or len(list(reports.glob("pid*"))) < 2:
-            assert job.poll() is None, job.stderr.read().decode()[-3000:]
+            assert job.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no outputs after 120 s"
             time.sleep(0.05)
     finally:
@@ -129,9 +131,9 @@ def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_che
     assert_complete(done_before, [files[outputs.index(o)] for o in done_before], model)
 
     # 2. The same command again: the two processes share the remaining files and skip the complete ones.
-    job = launch(script, files, outputs, tiny_checkpoint, 0.0, reports, stderr=subprocess.PIPE)
-    _, stderr = job.communicate(timeout=180)
-    assert job.returncode == 0, stderr.decode()[-3000:]
+    with open(log, "wb") as stderr:
+        job = launch(script, files, outputs, tiny_checkpoint, 0.0, reports, 29548, stderr=stderr)
+    assert job.wait(timeout=180) == 0, log.read_text()[-3000:]
     rank0, rank1 = (json.loads((reports / f"rank{i}.json").read_text()) for i in range(2))
     assert rank0["distributed_type"] == "DistributedType.MULTI_CPU" and rank0["num_processes"] == 2
     assert rank0["written"] == rank1["written"]  # gathered: both processes know the totals
