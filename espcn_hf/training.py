@@ -321,6 +321,7 @@ class TrainState:
     batch_in_epoch: int = 0
     data_step: int = 0
     seconds: float = 0.0
+    commands: list = field(default_factory=list)  # the command line of each session (first run, resumes)
     best_score: float = -math.inf
     best_step: int = -1
     last_eval: dict = field(default_factory=dict)

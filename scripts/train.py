@@ -58,6 +58,7 @@ import copy
 import json
 import math
 import os
+import shlex
 import signal
 import sys
 import time
@@ -131,8 +132,9 @@ def resolve_train_dirs(entries) -> list[Path]:
     return folders
 
 
-def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataGenerator]]:
-    """The training DataGenerator and a {name: eval DataGenerator} dict of validation sets."""
+def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataGenerator], list[Path]]:
+    """The training DataGenerator, a {name: eval DataGenerator} dict of validation sets, and the training
+    folders (none for a Hub dataset)."""
     r = config.upscale_factor
     train_kwargs = {
         "scale": r,
@@ -143,6 +145,7 @@ def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataG
         "seed": config.seed,
         "max_images": config.max_train_images,
     }
+    folders = []
     if config.hub_dataset:
         train = DataGenerator.from_hub(
             repo_id=config.hub_dataset,
@@ -151,14 +154,15 @@ def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataG
             **train_kwargs,
         )
     else:
-        train = DataGenerator.from_folder(resolve_train_dirs(config.train_dirs), **train_kwargs)
+        folders = resolve_train_dirs(config.train_dirs)
+        train = DataGenerator.from_folder(folders, **train_kwargs)
     if len(train) == 0:
         raise ValueError("No training images (check train_dirs / hub_dataset and patch_size)")
     if config.val_dirs:
         val = {Path(d).name: DataGenerator.from_folder(d, scale=r, mode="eval") for d in config.val_dirs}
     else:
         val = {name: load_benchmark(name, scale=r) for name in config.val_sets}
-    return train, val
+    return train, val, folders
 
 
 def build_model(config: TrainingConfig) -> ESPCNForImageSuperResolution:
@@ -277,7 +281,7 @@ class Trainer:
 
     def build_data(self) -> None:
         config, accelerator = self.config, self.accelerator
-        self.train_ds, self.val_sets = get_datasets(config)
+        self.train_ds, self.val_sets, self.train_folders = get_datasets(config)
         self.data_path, self.data_path_reason = choose_data_path(
             config.data_path, self.train_ds.cache_bytes, accelerator.device
         )
@@ -300,7 +304,26 @@ class Trainer:
                 num_workers=config.num_workers,
             )
 
+    def record(self) -> dict:
+        """The run's record (`training_config.json` of best/ and final/, `run.json`): the config, with the
+        training folders resolved (`all` -> the set names) and every session's command line."""
+        record = {"commands": list(self.state.commands), **self.config.to_dict()}
+        if self.train_folders:
+            root = default_data_dir() / "train"
+            record["train_dirs"] = [p.name if p.parent == root else str(p) for p in self.train_folders]
+        return record
+
+    def command(self) -> str:
+        argv = shlex.join(self.args.argv)
+        n = self.accelerator.num_processes
+        launcher = f"accelerate launch --num_processes {n}" if n > 1 else "python"
+        return f"{launcher} scripts/train.py {argv}"
+
     def resume(self) -> None:
+        self._resume()
+        self.state.commands.append(self.command())
+
+    def _resume(self) -> None:
         if not self.args.resume_from_checkpoint:
             return
         path = resume_from(
@@ -328,7 +351,7 @@ class Trainer:
         self.baseline = bicubic_baseline(self.val_sets, accelerator, config.upscale_factor)
         if self.is_main:
             info = {
-                "config": config.to_dict(),
+                "config": self.record(),
                 "model_config": self.unwrapped.config.to_diff_dict(),
                 "bicubic": self.baseline,
                 "num_processes": accelerator.num_processes,
@@ -417,7 +440,7 @@ class Trainer:
                     self.output_dir / "best",
                     config.upscale_factor,
                     extra=record,
-                    training_config=config.to_dict(),
+                    training_config=self.record(),
                 )
         self.accelerator.wait_for_everyone()
         return record
@@ -521,7 +544,7 @@ class Trainer:
                 self.output_dir / "final",
                 config.upscale_factor,
                 extra=state.last_eval,
-                training_config=config.to_dict(),
+                training_config=self.record(),
             )
         self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
@@ -618,6 +641,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[TrainingConfig, argparse.
     parser.add_argument("--hub_model_id", default=None)
     parser.add_argument("--hub_private", action="store_true")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in training_config.json
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push_to_hub needs --hub_model_id")
     try:

@@ -443,6 +443,11 @@ def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, data_dirs, capsys
     assert f"resuming from {out / 'checkpoints' / 'step_10'}, the newest checkpoint that loads" in printed
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [10, 20, 30]
     assert json.loads((out / "final" / "eval_results.json").read_text())["step"] == 30
+    # the record of the weights lists each session's command (the first run's came back with step_10)
+    record = json.loads((out / "final" / "training_config.json").read_text())
+    assert len(record["commands"]) == 2 and record["commands"][1].endswith("--resume_from_checkpoint latest")
+    assert record["commands"][0].startswith("python scripts/train.py --config ")
+    assert record["train_dirs"] == [str(data_dirs[0])]
 
     # an explicit folder that does not load: one line naming it, exit 1, no traceback
     (out / "checkpoints" / "step_30" / "model.safetensors").write_bytes(b"")
