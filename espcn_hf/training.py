@@ -93,6 +93,7 @@ def apply_overrides(config: dict, overrides: Mapping[str, object], known: Iterab
 
 
 DATA_PATHS = ("auto", "device", "loader")
+RECORD_ONLY_KEYS = ("commands",)  # written into training_config.json by the trainer, not hyper-parameters
 MIXED_PRECISIONS = ("no", "fp16", "bf16")
 
 
@@ -205,7 +206,9 @@ class TrainingConfig:
         """Defaults <- preset file `path` (yaml/json) <- each mapping of `overrides` in turn (e.g. `--set`
         items, then flags). Unknown names raise `ValueError` (a typo must not pass silently)."""
         values: dict = {}
-        sources = ([load_config(path)] if path else []) + [dict(o) for o in overrides]
+        # a checkpoint's training_config.json is a valid preset: its record-only keys are dropped
+        file = {k: v for k, v in load_config(path).items() if k not in RECORD_ONLY_KEYS} if path else None
+        sources = ([file] if file is not None else []) + [dict(o) for o in overrides]
         for source in sources:
             values = apply_overrides(values, source, cls.field_names())
         return cls(**values)

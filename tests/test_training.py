@@ -448,6 +448,8 @@ def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, data_dirs, capsys
     assert len(record["commands"]) == 2 and record["commands"][1].endswith("--resume_from_checkpoint latest")
     assert record["commands"][0].startswith("python scripts/train.py --config ")
     assert record["train_dirs"] == [str(data_dirs[0])]
+    again = TrainingConfig.from_sources(out / "final" / "training_config.json")  # a record is a preset too
+    assert again.to_dict() == {k: v for k, v in record.items() if k != "commands"}
 
     # an explicit folder that does not load: one line naming it, exit 1, no traceback
     (out / "checkpoints" / "step_30" / "model.safetensors").write_bytes(b"")
