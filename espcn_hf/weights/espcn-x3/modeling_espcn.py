@@ -155,7 +155,8 @@ class ESPCNPreTrainedModel(PreTrainedModel):
                 raise  # the Hub cannot be reached, or no such repo: transformers' own message
             raise CheckpointError(f"{name}: cannot load the model ({error})") from error
         except Exception as error:  # safetensors raises its own SafetensorError for corrupt files
-            raise CheckpointError(f"{name}: the checkpoint is corrupt or invalid ({error})") from error
+            what = "the checkpoint is corrupt or invalid" if local else "cannot load the model"
+            raise CheckpointError(f"{name}: {what} ({error})") from error
         problems = {
             k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v
         }
