@@ -301,3 +301,23 @@ def test_push_to_hub_uploads_the_pipeline_code(tmp_path, monkeypatch):
 class _FakeCard:
     def save(self, path):
         Path(path).write_text("card")
+
+
+def test_readme_python_snippets_run(tmp_path, monkeypatch):
+    """The README's Python section runs as written, with the Hub repo id served by the packaged x3 folder (the
+    Hub cannot be reached here; tests/test_hub_cache.py covers loading by repo id)."""
+    import re
+
+    from espcn_hf.pretrained import packaged_weights
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python") :]
+    section = section[: section.index("\n## ", 1)]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) >= 2, "the README's Python section has lost its snippets"
+    monkeypatch.chdir(tmp_path)
+    for name, size in (("photo.png", (24, 20)), ("a.png", (24, 20)), ("b.jpg", (13, 9))):
+        Image.fromarray(natural_image(size[1], size[0])).save(name)
+    for block in blocks[:2]:
+        code = block.replace('"espcn-hf/espcn-x3"', repr(str(packaged_weights(3))))
+        exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
