@@ -5,11 +5,18 @@ Everything here runs on CPU tensors; the same code runs on CUDA (`scripts/train_
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from espcn_hf.data import DataGenerator, DevicePatchSampler
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 SCALE, PATCH = 3, 8
 
@@ -113,3 +120,58 @@ def test_bad_arguments(dataset):
         DevicePatchSampler(dataset, batch_size=4, rank=2, world_size=2)
     with pytest.raises(ValueError, match="step"):
         DevicePatchSampler(dataset, batch_size=4).indices(-1)
+
+
+# ------------------------------------------------------------------------------------------------- scripts
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_data_writes_both_paths_side_by_side(tmp_path):
+    out = tmp_path / "data_throughput_cpu.json"
+    args = [
+        "--device",
+        "cpu",
+        "--folders",
+        str(FIXTURES / "tiny_set"),
+        "--patch-size",
+        "8",
+        "--batch-size",
+        "4",
+    ]
+    args += ["--batches", "1", "--steps", "1", "--repeats", "1", "--workers", "0", "--out", str(out)]
+    assert _script("benchmark_data").main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["patches_per_s"] == result["paths_patches_per_s"]["device"] > 0
+    assert result["paths_patches_per_s"]["loader_0_workers"] > 0 and result["batch_size"] == 4
+    assert "| device |" in out.with_suffix(".md").read_text()
+
+
+def test_prepare_gpu_data_copies_images_only_and_stores_bmp_losslessly(tmp_path):
+    source = tmp_path / "shared"
+    for folder in ("train/T91", "train/NewSet", "benchmarks/Set5"):
+        (source / folder).mkdir(parents=True)
+        (source / folder / "SOURCE.txt").write_text("where these came from")
+    pixels = images(1)[0]
+    Image.fromarray(pixels).save(source / "train/T91/t1.bmp")
+    Image.fromarray(pixels).save(source / "train/NewSet/a.jpg", quality=90)
+    Image.fromarray(pixels).save(source / "benchmarks/Set5/baby.png")
+    (source / "train/NewSet/Thumbs.db").write_bytes(b"junk")
+    target = tmp_path / "gpu_data"
+    assert (
+        _script("prepare_gpu_data").main(
+            ["--source", str(source), "--target", str(target), "--val-sets", "Set5"]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (target / "train" / "T91").iterdir()) == ["SOURCE.txt", "t1.png"]
+    assert np.array_equal(np.asarray(Image.open(target / "train/T91/t1.png")), pixels)
+    assert sorted(p.name for p in (target / "train" / "NewSet").iterdir()) == ["SOURCE.txt", "a.jpg"]
+    assert (target / "train/NewSet/a.jpg").read_bytes() == (source / "train/NewSet/a.jpg").read_bytes()
+    assert (target / "benchmarks/Set5/baby.png").is_file()
