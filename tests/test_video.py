@@ -46,12 +46,17 @@ def write_audio(container, stream, seconds: float = FRAMES / RATE) -> None:
 
 
 def make_clip(
-    path: Path, frames: int = FRAMES, audio: bool = True, rotation: int | None = 90, size=(WIDTH, HEIGHT)
+    path: Path,
+    frames: int = FRAMES,
+    audio: bool = True,
+    rotation: int | None = 90,
+    size=(WIDTH, HEIGHT),
+    codec: str = "libx264",
 ) -> Path:
     with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=RATE)
+        video = container.add_stream(codec, rate=RATE)
         video.width, video.height, video.pix_fmt = *size, "yuv420p"
-        video.options = {"crf": "10"}
+        video.options = {"crf": "10", **({"b": "0"} if codec == "libvpx-vp9" else {})}
         if rotation is not None:
             video.set_display_rotation(rotation)
         sound = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio else None
@@ -147,6 +152,15 @@ def test_detection_by_content(clip, tmp_path):
     assert not is_video(tmp_path / "still.png")
     assert not is_video(tmp_path / "notes.txt")
     assert not is_video(tmp_path / "missing.mp4")
+
+
+def test_webm_vp9_input_detected_by_content(model, tmp_path):
+    clip = make_clip(tmp_path / "clip.webm", frames=3, audio=False, rotation=None, codec="libvpx-vp9")
+    renamed = tmp_path / "clip.video"
+    clip.rename(renamed)
+    assert is_video(renamed)
+    info = upscale_video(renamed, tmp_path / "clip_x3.mp4", model, progress=False)
+    assert (info.width, info.height, info.frames) == (3 * WIDTH, 3 * HEIGHT, 3)
 
 
 def test_animated_gif_to_mp4(model, tmp_path):
