@@ -8,7 +8,7 @@
 output is missing, all wait at a barrier (so no process sees another's fresh outputs while listing), then
 `PartialState().split_between_processes` hands each process a contiguous share of that list; each process runs
 its share on its own device (`PartialState().device`: its GPU, or the CPU). Images are written with
-`fileio.atomic_save` and videos with `upscale_video` (also atomic), so a file at its final path is always
+`image_io.save_image` (atomic) and videos with `upscale_video` (also atomic), so a file at its final path is always
 complete: re-running the same command with `skip_existing=True` (`--skip-existing` on the CLI) skips those, so a
 killed job resumes where it stopped. A bad input is reported and skipped; the others go on. The outcome of all processes is gathered, so
 every process returns the same totals.
@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .fileio import atomic_save
 from .image_io import DEFAULT_MAX_PIXELS
 from .video import (
     DEFAULT_BATCH_SIZE,
@@ -32,13 +31,11 @@ from .video import (
     DEFAULT_PIX_FMT,
     VideoError,
     is_video,
-    placed_model,
     upscale_video,
 )
 
 if TYPE_CHECKING:  # torch and the model are imported when files are upscaled: the CLI's parser stays light
     import torch
-    from PIL import Image
 
     from .modeling_espcn import ESPCNForImageSuperResolution
 
@@ -56,16 +53,6 @@ class BatchResult:
     def summary(self) -> str:
         split = f"{self.num_processes} processes: {'+'.join(map(str, self.shares))}" if self.num_processes > 1 else "1 process"
         return f"{len(self.written)} written, {len(self.skipped)} already there (skipped), {len(self.failed)} failed ({split})"
-
-
-def _save_image(image: Image.Image, target: Path) -> None:
-    from PIL import Image
-
-    # The temporary name ends in .partial, so PIL is told the format of the final name.
-    fmt = Image.registered_extensions().get(target.suffix.lower(), "PNG")
-    if fmt == "JPEG" and image.mode not in ("RGB", "L"):
-        image = image.convert("RGB")
-    atomic_save(target, lambda tmp: image.save(tmp, format=fmt))
 
 
 def distributed_state():
@@ -155,8 +142,8 @@ def upscale_files(
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    from .image_io import ImageLoadError
-    from .inference import upscale
+    from .image_io import ImageLoadError, save_image
+    from .inference import placed_model, upscale
 
     if len(files) != len(outputs):
         raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")
@@ -184,7 +171,7 @@ def upscale_files(
                 )  # fmt: skip
             else:
                 image = upscale(str(source), model, tile_size=tile_size, device=device, max_pixels=max_pixels)
-                _save_image(image, target)
+                save_image(image, target)
         except (ImageLoadError, VideoError, ValueError, OSError, torch.OutOfMemoryError) as error:
             result.failed.append((str(source), str(error).splitlines()[0] if str(error) else type(error).__name__))
             continue

@@ -256,26 +256,6 @@ def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def placed_model(
-    model: str | os.PathLike | ESPCNForImageSuperResolution, device: str | torch.device | None
-) -> ESPCNForImageSuperResolution:
-    """The model to run on `device`, placed once for a whole video or batch: loaded from a path/repo id, or the
-    caller's own instance (a copy when it lives on another device; the caller's model is not moved)."""
-    import torch
-
-    from .modeling_espcn import ESPCNForImageSuperResolution
-    from .pretrained import load_model
-
-    if not isinstance(model, ESPCNForImageSuperResolution):
-        return load_model(model, device=device)
-    if device is None:
-        return model
-    current, wanted = next(model.parameters()).device, torch.device(device)
-    if current.type == wanted.type and (wanted.index is None or wanted.index == current.index):
-        return model
-    return copy.deepcopy(model).to(wanted).eval()
-
-
 def upscale_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -308,7 +288,7 @@ def upscale_video(
     import av
     from tqdm.auto import tqdm
 
-    from .inference import upscale
+    from .inference import placed_model, upscale
     from .metrics import quantize_uint8
 
     src_path, dst_path = Path(src), Path(dst)
@@ -461,7 +441,6 @@ __all__ = [
     "VideoError",
     "VideoInfo",
     "is_video",
-    "placed_model",
     "probe_video",
     "upscale_video",
 ]
