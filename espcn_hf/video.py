@@ -32,7 +32,6 @@ Decisions, in the order a reader meets them:
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import os
 import queue
