@@ -75,11 +75,14 @@ _TRANSFORMS = 8  # the dihedral group: identity, 3 rotations, and each of those 
 
 
 def default_data_dir() -> Path:
-    """`$ESPCN_HF_DATA_DIR`, or `<repository>/../shared/data` in a source checkout."""
+    """`$ESPCN_HF_DATA_DIR`, else `$XDG_CACHE_HOME/espcn_hf/data` (`~/.cache/espcn_hf/data`), where
+    `download_benchmark` unpacks sets. The package never guesses a path in the checkout around it: the scripts
+    in `scripts/` point `ESPCN_HF_DATA_DIR` at `../shared/data` themselves."""
     env = os.environ.get("ESPCN_HF_DATA_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "espcn_hf" / "data"
 
 
 # ------------------------------------------------------------------------------------------------- decoding

@@ -35,6 +35,9 @@ from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
 from espcn_hf.data import DataGenerator, DevicePatchSampler, default_data_dir
 from espcn_hf.fileio import atomic_write_text
 
+# The read-only data beside the checkout (benchmarks/, train/): the scripts name it, the package never guesses it.
+os.environ.setdefault("ESPCN_HF_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":

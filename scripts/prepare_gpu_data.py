@@ -13,6 +13,7 @@ the limit. `scripts/train_gpu.sh` reads the folder through `ESPCN_HF_DATA_DIR`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,9 @@ from PIL import Image
 
 from espcn_hf.data import default_data_dir
 from espcn_hf.image_io import is_image_file
+
+# The read-only data beside the checkout (benchmarks/, train/): the scripts name it, the package never guesses it.
+os.environ.setdefault("ESPCN_HF_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 LIMIT_BYTES = 64 * 2**20
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ a few (they override both). Infrastructure (checkpoint folder, resume, tracking,
     mkdir -p runs/espcn-x3 && setsid nohup python scripts/train.py --config configs/espcn-x3.yaml \
         --output_dir runs/espcn-x3 --num_threads 1 --max_train_minutes 42 --checkpointing_steps 1500 \
         --with_tracking > runs/espcn-x3/log.txt 2>&1 < /dev/null &
-    # all shipped models in a row on CPU (x3, x2 and x4 from x3, paper x3), best/ copied to checkpoints/
+    # all shipped models in a row on CPU (x3, x2 and x4 from x3, paper x3), best/ shipped as espcn_hf/weights/<name>/
     bash scripts/train_all.sh
     # all shipped models on one GPU within one 10-minute command (see its header)
     bash scripts/train_gpu.sh
@@ -94,6 +94,9 @@ from espcn_hf.training import (
     save_model_folder,
     validate,
 )
+
+# The read-only data beside the checkout (benchmarks/, train/): the scripts name it, the package never guesses it.
+os.environ.setdefault("ESPCN_HF_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 # Flags that are shortcuts for config fields (they override the preset and --set).
 FLAG_FIELDS = (

@@ -18,6 +18,10 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("ESPCN_HF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
+# The package never guesses where data lives (espcn_hf.data.default_data_dir): the tests name ../shared/data.
+os.environ.setdefault("ESPCN_HF_DATA_DIR", str(shared_data_dir()))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = shared_data_dir()
