@@ -238,10 +238,6 @@ def test_size_limits_are_per_file_errors_naming_the_file(images, tiny_checkpoint
     assert main([*args, "--max-pixels", "0", "--max-output-pixels", "0"]) == 0  # 0 = no limit
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fileio.atomic_path leaves mkstemp's 0600 mode (asked of fileio's owner; remove this mark with the fix)",
-)
 def test_outputs_get_normal_permissions(images, tiny_checkpoint, tmp_path):
     """Atomic writes must not make outputs private: a new file gets 0666 & ~umask, an overwritten one its mode."""
     previous = os.umask(0o022)
