@@ -86,6 +86,7 @@ class VideoInfo:
     codec: str
     audio_codecs: tuple[str, ...]
     rotation: int  # degrees counter-clockwise from the display matrix, 0 when none
+    duration: float | None = None  # seconds, from the container (None when it does not say)
 
 
 def _open_input(path: str | os.PathLike):
@@ -175,7 +176,16 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             codec=stream.codec_context.name,
             audio_codecs=tuple(s.codec_context.name for s in container.streams.audio),
             rotation=rotation,
+            duration=_duration(container, stream),
         )
+
+
+def _duration(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _output_format(dst: Path):
@@ -311,6 +321,7 @@ def upscale_video(
         if supported and av.codec.Codec(codec, "w").canonical_name not in supported:
             raise VideoError(f"{dst}: the {format_name} format cannot store {codec} video; pick another extension")
         audio_in = list(container.streams.audio)
+        audio_codecs = tuple(a.codec_context.name for a in audio_in)
         for audio in audio_in:
             if supported and audio.codec_context.name not in supported:
                 raise VideoError(
@@ -322,6 +333,7 @@ def upscale_video(
         if not in_width or not in_height:
             raise VideoError(f"{src}: the video stream has no frame size")
         out_width, out_height = _even_size(in_width * r, in_height * r, pix_fmt)
+        rate, duration = stream.average_rate or stream.guessed_rate, _duration(container, stream)
         bar = tqdm(total=stream.frames or None, unit="frame", desc=src_path.name, disable=not progress)
         stop = threading.Event()
         decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)  # ("video", frames, pixels) | ("audio", packet)
@@ -428,10 +440,11 @@ def upscale_video(
         width=out_width,
         height=out_height,
         frames=written["frames"],
-        rate=stream.average_rate or stream.guessed_rate,
+        rate=rate,
         codec=codec,
-        audio_codecs=tuple(a.codec_context.name for a in audio_in),
+        audio_codecs=audio_codecs,
         rotation=written["rotation"],
+        duration=duration,
     )
 
 

@@ -99,6 +99,7 @@ def test_lossless_output_matches_upscale_of_each_frame(clip, model, tmp_path):
     assert len(result) == len(source) == FRAMES
     assert [t for t, _, _ in result] == [t for t, _, _ in source]  # timestamps, hence frame rate, kept
     assert probe_video(out).rate == Fraction(RATE)
+    assert probe_video(clip).duration == pytest.approx(FRAMES / RATE, abs=0.1)  # what the Space checks (<= 10 s)
     assert all(rotation == 90 for _, _, rotation in result)  # display matrix carried over
     assert audio_packets(out) == audio_packets(clip)  # audio copied packet for packet
     for (_, lr, _), (_, sr, _) in zip(source, result, strict=True):
