@@ -25,15 +25,14 @@ from .evaluation import EvalReport, EvalReportError
 from .fileio import atomic_write_text
 from .image_processing_espcn import ESPCNImageProcessor
 from .modelcard import COMPARISON_FILE, ModelCardError, render_model_card
-from .modeling_espcn import ESPCNForImageSuperResolution
+from .modeling_espcn import HUB_PIPELINE_TAG, PIPELINE_TASK, ESPCNForImageSuperResolution
 
 # Files every upload folder holds besides the code files that config.json names.
 REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 MODEL_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageToImage")
-PIPELINE_TASK = "image-super-resolution"
-# The card's `pipeline_tag`; the Hub's generated snippet calls `pipeline(HUB_PIPELINE_TAG, ...,
-# trust_remote_code=True)`, which works because config.json lists it under `custom_pipelines` (see the template).
-HUB_PIPELINE_TAG = "image-to-image"
+# The card's `pipeline_tag` is HUB_PIPELINE_TAG; the Hub's generated snippet calls `pipeline(HUB_PIPELINE_TAG, ...,
+# trust_remote_code=True)`, which works because `save_pretrained` lists it under `custom_pipelines` of config.json
+# beside PIPELINE_TASK (modeling_espcn.CUSTOM_PIPELINES; see the template). `check_upload_folder` insists on both.
 # Files a training run leaves beside the weights that the card reads.
 TRAINING_CONFIG_FILE = "training_config.json"
 TRAINING_RUN_FILE = "eval_results.json"
@@ -83,20 +82,14 @@ def check_upload_folder(folder: str | os.PathLike) -> None:
         raise HubError(
             f"{folder}: config.json custom_pipelines must list {PIPELINE_TASK!r} and {HUB_PIPELINE_TAG!r}"
         )
+    from huggingface_hub import ModelCard
+
+    tag = ModelCard.load(folder / "README.md").data.pipeline_tag
+    if tag is not None and tag not in tasks:
+        raise HubError(f"{folder}: the card's pipeline_tag {tag!r} is not a custom pipeline of config.json")
     code = sorted(name for name in _code_files(config, processor) if not (folder / name).is_file())
     if code:
         raise HubError(f"{folder}: code files named by config.json are missing: {code}")
-
-
-def _with_hub_pipeline_alias(config_path: Path) -> None:
-    """Give the card's `pipeline_tag` an entry in `custom_pipelines` (the same pipeline code), so that the snippet
-    the Hub generates from the tag runs (`pipeline()` resolves custom tasks before rejecting removed ones)."""
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    tasks = config.get("custom_pipelines") or {}
-    if PIPELINE_TASK in tasks and HUB_PIPELINE_TAG not in tasks:
-        tasks[HUB_PIPELINE_TAG] = tasks[PIPELINE_TASK]
-        config["custom_pipelines"] = tasks
-        atomic_write_text(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _load(checkpoint) -> tuple[ESPCNForImageSuperResolution, Path | None]:
@@ -164,7 +157,6 @@ def prepare_upload_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
-        _with_hub_pipeline_alias(staging / "config.json")
         pictures = {}
         for index, path in enumerate(eval_json_paths):
             picture = Path(path).with_suffix(".png")
