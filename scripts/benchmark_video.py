@@ -9,8 +9,8 @@ in a temporary folder, then, each the median of --repeats passes over all frames
   * SR: `espcn_hf.upscale` on batches of --batch-size frames + quantisation to uint8 (the packaged espcn-x3 and
     espcn-paper-x3 weights); OpenCV dnn_superres ESPCN x3 (`../shared/data/peers`) on the same decoded frames;
   * encode: RGB -> yuv420p (BT.709) + libx264 crf 18 (FFmpeg's default preset) of the upscaled frames;
-  * end to end: `espcn_hf.upscale_video` (one pass, same settings), whose frames/s is close to
-    1 / (1/decode + 1/SR + 1/encode) since the stages run one after the other.
+  * end to end: `espcn_hf.upscale_video` (same settings), where decoding and encoding overlap the model in their
+    own threads, beside 1 / (1/decode + 1/SR + 1/encode), the rate of the stages run one after the other.
 """
 
 from __future__ import annotations
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# Video super-resolution speed ({device})",
         "",
         f"Command: `{command.strip()}`  ",
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"Machine: {platform.machine()}, torch and OpenCV threads: {threads}, torch {torch.__version__}, "
         f"PyAV {av.__version__} (FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}).  ",
         f"Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} CPUs (a shared machine: compare columns of one row, not runs).  ",
@@ -195,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {row['case']} | " + " | ".join(f"{row[c]:.1f}" if c in row else "n/a" for c in columns) + " |")
     lines += [
         "",
-        "`end to end` is one `upscale_video` call (decode, SR and encode run one after the other in one thread of "
-        "control); `sum of stages` = 1 / (1/decode + 1/SR + 1/encode) from the separate measurements.",
+        "`end to end` is one `upscale_video` call, in which decoding and encoding run in their own threads while the "
+        "model runs; `sum of stages` = 1 / (1/decode + 1/SR + 1/encode) is the rate of the same stages run one after "
+        "the other, from the separate measurements. libx264 and the H.264 decoder use FFmpeg's own threads "
+        "whatever the torch/OpenCV thread count.",
     ]
     if device == "cpu":
         lines += [
