@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "# ONNX export on CPU: onnxruntime vs torch vs OpenCV ESPCN",
         "",
         f"Command: `{command.strip()}`  ",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, {threads} threads for every method; torch "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, threads for every method: {threads}; torch "
         f"{torch.__version__}, onnxruntime {ort.__version__}. Load average (1 min) before / after: "
         f"{load_before:.1f} / {os.getloadavg()[0]:.1f} (a shared machine: compare rows of one run).  ",
         f"Export: `espcn_hf.onnx_export.export_onnx`, opset {DEFAULT_OPSET}, dynamic batch/height/width, one file "
