@@ -32,7 +32,9 @@ from .image_io import (
     is_image_file,
     save_image,
 )
+from .batch import add_arguments as add_batch_arguments
 from .onnx_export import add_parser as add_export_parser
+from .video import VIDEO_EXTENSIONS
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -75,7 +77,9 @@ def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
         path = Path(item)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not is_partial_file(p)
+                p
+                for p in path.rglob("*")
+                if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_EXTENSIONS) and not is_partial_file(p)
             )
             if not found:
                 errors.append(f"{item}: folder has no image files")
@@ -110,7 +114,7 @@ def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) ->
                 f"(e.g. -o {output.with_suffix('')}/)"
             )
         folder = output
-    elif _looks_like_image_name(output):
+    elif _looks_like_image_name(output) or output.suffix.lower() in VIDEO_EXTENSIONS:
         return [output]
     elif output.exists():
         raise UsageError(
@@ -118,14 +122,17 @@ def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) ->
         )
     else:
         folder = output
-    names = [f"{f.stem}_x{factor}.png" for f in files]
+    from .batch import output_suffix  # .mp4 for a video (probed by content), .png for an image
+
+    names = [f"{f.stem}_x{factor}{output_suffix(f)}" for f in files]
     # Two inputs with the same stem in different folders must not overwrite each other's output.
     seen: dict[str, int] = {}
     unique = []
     for name in names:
         count = seen.get(name, 0)
         seen[name] = count + 1
-        unique.append(name if count == 0 else name.replace(".png", f"_{count}.png"))
+        stem, suffix = os.path.splitext(name)
+        unique.append(name if count == 0 else f"{stem}_{count}{suffix}")
     return [folder / n for n in unique]
 
 
@@ -221,10 +228,14 @@ def _upscale_files(
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .inference import upscale
+    from .batch import distributed_state, process_device, share_of_work, video_options
     from .pretrained import CheckpointError, resolve_model
+    from .video import is_video, upscale_video
 
+    state = distributed_state()  # under `accelerate launch`: this process's rank and device
+    device = process_device(args.device, state)
     try:
-        model, source = resolve_model(args.model, args.scale, device=args.device)
+        model, source = resolve_model(args.model, args.scale, device=device)
     except CheckpointError as error:
         report.error(str(error))
         return EXIT_FAILURES
@@ -238,11 +249,15 @@ def _upscale_files(
         return EXIT_FAILURES
 
     written = 0
+    # Under `accelerate launch` each process takes its share; --skip-existing leaves complete outputs (resume).
+    pairs, skipped = share_of_work(list(zip(files, targets, strict=True)), skip_existing=args.skip_existing)
+    if skipped and state.is_main_process:
+        report.info(f"{len(skipped)} output(s) already there, left as they are (--skip-existing)")
     bar = tqdm(
-        list(zip(files, targets, strict=True)),
+        pairs,
         desc=f"x{factor}",
-        unit="img",
-        disable=len(files) < 2 or args.quiet,
+        unit="file",
+        disable=len(files) < 2 or args.quiet or not state.is_local_main_process,
     )
     with logging_redirect_tqdm():
         for source_path, target in bar:
@@ -253,6 +268,18 @@ def _upscale_files(
                 )
                 failures += 1
                 continue
+            if is_video(source_path):
+                try:
+                    info = upscale_video(
+                        source_path, target, model, device=device, progress=not args.quiet, **video_options(args)
+                    )
+                except (ValueError, RuntimeError, MemoryError) as error:  # VideoError is a ValueError
+                    report.error(str(error) if str(source_path) in str(error) else f"{source_path}: {error}")
+                    failures += 1
+                    continue
+                written += 1
+                report.info(f"{source_path} -> {target} ({info.width}x{info.height}, {info.frames} frames)")
+                continue
             try:
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
@@ -260,6 +287,7 @@ def _upscale_files(
                         str(source_path),
                         model,
                         tile_size=args.tile,
+                        device=device,
                         dtype=args.dtype,
                         max_pixels=args.max_pixels or None,
                         max_output_pixels=args.max_output_pixels or None,
@@ -365,6 +393,7 @@ def add_upscale_parser(subparsers) -> None:
         help="refuse inputs whose output would be larger (the default keeps memory under 2 GB); 0 = no limit",
     )
     up.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_batch_arguments(up)  # --skip-existing, and --crf/--codec/--pix-fmt/--batch-size for videos
     up.set_defaults(func=cmd_upscale)
 
 

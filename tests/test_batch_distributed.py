@@ -142,3 +142,18 @@ def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_che
     assert rank0["failed"] == []
     assert rank0["shares"] == [3, 3] if len(done_before) == 2 else min(rank0["shares"]) >= 1  # both worked
     assert_complete(outputs, files, model)
+
+
+def test_accelerate_launch_cli_upscale_two_processes(folder, tiny_checkpoint, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale IN -o OUT`, as the README says."""
+    files, _ = folder
+    out = tmp_path / "cli_out"
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29549"]
+    command += ["-m", "espcn_hf.cli", "upscale", str(files[0].parent), "-o", str(out), "--model", str(tiny_checkpoint)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.stem}_x3.png" for f in files)
+    assert_complete([out / f"{f.stem}_x3.png" for f in files], files, tiny_model(3))

@@ -266,3 +266,29 @@ def test_encoder_failure_in_the_writer_thread_is_one_error_and_no_file(clip, mod
         upscale_video(clip, tmp_path / "out.mp4", model, pix_fmt="gray16be", progress=False)  # libx264 refuses it
     assert str(clip) in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_cli_upscales_a_video_and_a_folder_with_videos_and_images(clip, tiny_checkpoint, tmp_path, capsys):
+    from espcn_hf.cli import main
+
+    target = tmp_path / "clip_x3.mp4"
+    assert main(["upscale", str(clip), "-o", str(target), "--model", str(tiny_checkpoint), "--crf", "23"]) == 0
+    assert len(decode(target)) == FRAMES and "12 frames" in capsys.readouterr().out
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "clip.mov").write_bytes(clip.read_bytes())
+    Image.fromarray(clip_frame(0)).save(folder / "still.png")
+    (folder / "notes.txt").write_text("skipped\n")
+    out = tmp_path / "out"
+    assert main(["upscale", str(folder), "-o", str(out), "--model", str(tiny_checkpoint), "-q"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip_x3.mp4", "still_x3.png"]
+    assert len(decode(out / "clip_x3.mp4")) == FRAMES
+    assert Image.open(out / "still_x3.png").size == (3 * WIDTH, 3 * HEIGHT)
+    # --skip-existing leaves complete outputs alone; a bad video is one error line, exit 1
+    (folder / "broken.mp4").write_bytes(b"not a video at all")
+    capsys.readouterr()
+    code = main(["upscale", str(folder), "-o", str(out), "--model", str(tiny_checkpoint), "--skip-existing"])
+    captured = capsys.readouterr()
+    assert code == 1 and "2 output(s) already there" in captured.out
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "broken.mp4" in errors[0]
