@@ -53,6 +53,7 @@ from torch.utils.data import Dataset
 from .degradation import bicubic_degrade
 from .image_io import ImageLoadError, is_image_file, load_image
 from .image_processing_espcn import pil_to_rgb_array
+from .metrics import quantize_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL image -> contiguous uint8 RGB (H, W, 3)."""
     if image.mode == "RGB":
         return np.array(image, dtype=np.uint8)
-    return np.rint(pil_to_rgb_array(image) * 255.0).astype(np.uint8)
+    return quantize_uint8(pil_to_rgb_array(image))
 
 
 def _read_bytes(path: str) -> bytes:
@@ -124,7 +125,7 @@ def _decode(value) -> np.ndarray:
         if array.ndim != 3 or array.shape[-1] not in (3, 4):
             raise ImageLoadError(f"array of shape {array.shape} is not an H x W (x 3|4) image")
         if array.dtype != np.uint8:
-            array = np.rint(np.clip(array.astype(np.float64), 0, 1) * 255.0).astype(np.uint8)
+            array = quantize_uint8(array.astype(np.float64))
         return np.ascontiguousarray(array[..., :3])
     image = load_image(value, max_pixels=None)
     return _to_uint8_rgb(image)
@@ -147,7 +148,7 @@ def _lr_of(hr: np.ndarray, scale: int) -> np.ndarray:
     """`bicubic_degrade` of a whole uint8 HR image (mod-cropped) -> uint8 LR (float64 maths, rounded once)."""
     t = torch.from_numpy(hr).permute(2, 0, 1).to(torch.float64).div_(255.0)
     lr = bicubic_degrade(t, scale)
-    return np.ascontiguousarray((lr * 255.0).round_().to(torch.uint8).permute(1, 2, 0).numpy())
+    return np.ascontiguousarray(quantize_uint8(lr).permute(1, 2, 0).numpy())
 
 
 # ------------------------------------------------------------------------------------------------- dataset
