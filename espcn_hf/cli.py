@@ -1,6 +1,8 @@
 """`espcn-hf` command line: one sub-command per job, each with its own `add_<command>_parser` below.
 
     espcn-hf upscale INPUT... -o OUT [--model PATH_OR_REPO_ID] [--scale 3] [--tile N] [--device cpu|cuda]
+    accelerate launch -m espcn_hf.cli upscale BIG_FOLDER -o OUT [--skip-existing]   # files split over processes
+    espcn-hf export MODEL -o model.onnx
 
 Building the parser imports nothing heavy (no torch, no transformers), so `espcn-hf --help` is instant; each
 command imports what it needs when it runs. To add a command, write `add_<name>_parser(subparsers)` that
@@ -24,6 +26,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from .batch import add_arguments as add_batch_arguments
 from .fileio import is_partial_file
 from .image_io import (
     DEFAULT_MAX_OUTPUT_PIXELS,
@@ -32,7 +35,6 @@ from .image_io import (
     is_image_file,
     save_image,
 )
-from .batch import add_arguments as add_batch_arguments
 from .onnx_export import add_parser as add_export_parser
 from .video import VIDEO_EXTENSIONS
 
@@ -44,6 +46,8 @@ examples:
   espcn-hf upscale photos/ extra.png -o out/ --scale 4        # a folder and a file into a folder
   espcn-hf upscale in.png -o big.png --model espcn-hf/espcn-x2 --tile 0 --device cuda
   espcn-hf upscale scans/ -o out/ --max-pixels 0              # no input size limit
+  espcn-hf upscale clip.mp4 -o clip_x3.mp4 --crf 18           # a video (any format FFmpeg reads)
+  accelerate launch -m espcn_hf.cli upscale big/ -o out/ --skip-existing   # split over processes; resumable
 
 With one input file, OUT is a file if its name ends in an image extension, otherwise a folder (an existing
 folder is always used as one): {extensions}. With several inputs OUT must be a folder, created if needed,
@@ -79,10 +83,12 @@ def _collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
             found = sorted(
                 p
                 for p in path.rglob("*")
-                if p.is_file() and (is_image_file(p) or p.suffix.lower() in VIDEO_EXTENSIONS) and not is_partial_file(p)
+                if p.is_file()
+                and (is_image_file(p) or p.suffix.lower() in VIDEO_EXTENSIONS)
+                and not is_partial_file(p)
             )
             if not found:
-                errors.append(f"{item}: folder has no image files")
+                errors.append(f"{item}: folder has no image or video files")
             files.extend(found)
         elif path.exists():
             files.append(path)
@@ -227,8 +233,8 @@ def _upscale_files(
     from tqdm.auto import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .inference import upscale
     from .batch import distributed_state, process_device, share_of_work, video_options
+    from .inference import upscale
     from .pretrained import CheckpointError, resolve_model
     from .video import is_video, upscale_video
 
@@ -271,7 +277,12 @@ def _upscale_files(
             if is_video(source_path):
                 try:
                     info = upscale_video(
-                        source_path, target, model, device=device, progress=not args.quiet, **video_options(args)
+                        source_path,
+                        target,
+                        model,
+                        device=device,
+                        progress=not args.quiet,
+                        **video_options(args),
                     )
                 except (ValueError, RuntimeError, MemoryError) as error:  # VideoError is a ValueError
                     report.error(str(error) if str(source_path) in str(error) else f"{source_path}: {error}")
