@@ -5,8 +5,9 @@ temporary file in the same folder, flushed and fsync'ed, then renamed over the f
 every instant the final path holds either the previous file or the complete new one: an interrupt (SIGINT,
 SIGKILL), a full disk or an encoder error never leaves a truncated file under the final name and never destroys
 an earlier good output. The temporary name starts with `.` and ends with `.partial`, so folder scans (and the
-CLI's input collection) can skip it, and a crash leaves at worst such a hidden leftover, which the next write of
-the same target removes.
+CLI's input collection) can skip it. A process killed mid-write (SIGKILL, power loss) leaves at worst such a hidden leftover beside
+the target, never a damaged target; leftovers are not swept automatically (another process may be writing the
+same target), so delete `.*.partial` files by hand when no job is running.
 """
 
 from __future__ import annotations
