@@ -263,7 +263,7 @@ def _upscale_files(
         pairs,
         desc=f"x{factor}",
         unit="file",
-        disable=len(files) < 2 or args.quiet or not state.is_local_main_process,
+        disable=len(pairs) < 2 or args.quiet or not state.is_local_main_process,
     )
     with logging_redirect_tqdm():
         for source_path, target in bar:
