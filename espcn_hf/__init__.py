@@ -28,6 +28,9 @@ _EXPORTS = {
     "resolve_model": "pretrained",
     "upscale": "inference",
     "upscale_video": "video",
+    "VideoError": "video",
+    "is_video": "video",
+    "export_onnx": "onnx_export",
     "register": "registration",
 }
 
@@ -39,7 +42,8 @@ if TYPE_CHECKING:
     from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution, ESPCNPreTrainedModel
     from .pretrained import load_model, resolve_model
     from .registration import register
-    from .video import upscale_video
+    from .onnx_export import export_onnx
+    from .video import VideoError, is_video, upscale_video
 
 
 def __getattr__(name: str):
@@ -66,6 +70,9 @@ __all__ = [
     "ESPCNImageProcessor",
     "ESPCNPreTrainedModel",
     "ImageLoadError",
+    "VideoError",
+    "export_onnx",
+    "is_video",
     "load_image",
     "load_model",
     "register",

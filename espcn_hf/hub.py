@@ -27,6 +27,8 @@ from .image_processing_espcn import ESPCNImageProcessor
 from .modelcard import COMPARISON_FILE, ModelCardError, render_model_card
 from .modeling_espcn import HUB_PIPELINE_TAG, PIPELINE_TASK, ESPCNForImageSuperResolution
 
+# The ONNX export inside an upload folder: the path onnxruntime and transformers.js users look for.
+ONNX_FILE = "onnx/model.onnx"
 # Files every upload folder holds besides the code files that config.json names.
 REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 MODEL_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageToImage")
@@ -113,6 +115,7 @@ def prepare_upload_folder(
     comparison_image: str | os.PathLike | None = None,
     comparison_source: str | None = None,
     model_name: str | None = None,
+    onnx: bool = True,
 ) -> Path:
     """Write the folder that is uploaded for `checkpoint` into `out_dir` and return it.
 
@@ -132,6 +135,8 @@ def prepare_upload_folder(
         comparison_image: a real HR photo for the before/after picture (e.g. a benchmark image).
         comparison_source: how the caption names the photo (default: `<file stem>` of `<parent folder>`).
         model_name: this model's method name in the results (default: the checkpoint folder name).
+        onnx: also export `onnx/model.onnx` (dynamic batch/height/width, checked against torch with
+            onnxruntime; the layout onnxruntime and transformers.js users look for). Needs the `onnx` extra.
     """
     model, folder = _load(checkpoint)
     out_dir = Path(out_dir)
@@ -157,6 +162,10 @@ def prepare_upload_folder(
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
+        if onnx:
+            from .onnx_export import export_onnx
+
+            export_onnx(model, staging / ONNX_FILE)
         pictures = {}
         for index, path in enumerate(eval_json_paths):
             picture = Path(path).with_suffix(".png")
@@ -187,6 +196,7 @@ def prepare_upload_folder(
             training_run=_read_json(folder / TRAINING_RUN_FILE) if folder else None,
             comparison_caption=caption,
             evaluation_pictures=pictures,
+            onnx_file=ONNX_FILE if onnx else None,
         )
         atomic_write_text(staging / "README.md", str(card))
         check_upload_folder(staging)
@@ -290,6 +300,7 @@ def push_checkpoint(
 
 __all__ = [
     "COMPARISON_FILE",
+    "ONNX_FILE",
     "REQUIRED_FILES",
     "HubError",
     "check_upload_folder",

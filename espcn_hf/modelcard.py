@@ -241,6 +241,7 @@ def render_model_card(
     comparison_caption: str | None = None,
     evaluation_pictures: Mapping[int, str] | None = None,
     source_url: str = SOURCE_URL,
+    onnx_file: str | None = None,
 ):
     """The `huggingface_hub.ModelCard` of one checkpoint.
 
@@ -255,6 +256,8 @@ def render_model_card(
         comparison_caption: the caption of `comparison.png` (no picture when None).
         evaluation_pictures: report index -> file name of its benchmark crop picture in the repository.
         source_url: the project's source code.
+        onnx_file: the repository path of the ONNX export (e.g. `onnx/model.onnx`), shown with an onnxruntime
+            snippet; None: no ONNX section.
 
     Raises:
         ModelCardError: results of another scale, an unknown placeholder or a template without front matter.
@@ -297,12 +300,37 @@ def render_model_card(
         "training_details": training_section(training_config, training_run),
         "evaluation": evaluation_section(reports, model_name, evaluation_pictures),
         "comparison": comparison_section(comparison_caption),
+        "onnx": onnx_section(repo_id, onnx_file, scale),
     }
     unknown = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(body)) - set(values)
     if unknown:
         raise ModelCardError(f"model card template: unknown placeholders {sorted(unknown)}")
     card = ModelCard.from_template(data, template_str="---\n{{ card_data }}\n---\n" + body, **values)
     return card
+
+
+def onnx_section(repo_id: str, onnx_file: str | None, scale: int) -> str:
+    """The card's ONNX usage (onnxruntime in Python; the same file serves transformers.js / onnxruntime-web).
+    The snippet is the one `tests/test_onnx.py` runs against `espcn_hf.upscale`."""
+    if not onnx_file:
+        return ""
+    return f"""### ONNX (onnxruntime, transformers.js)
+
+`{onnx_file}` takes `pixel_values` (batch, 3, height, width), RGB in [0, 1], and returns `reconstruction`,
+{scale}x larger; batch, height and width are dynamic (opset 18).
+
+```python
+import numpy as np, onnxruntime as ort
+from huggingface_hub import hf_hub_download
+from PIL import Image
+
+session = ort.InferenceSession(hf_hub_download("{repo_id}", "{onnx_file}"), providers=["CPUExecutionProvider"])
+image = np.asarray(Image.open("photo.png").convert("RGB"), dtype=np.float32) / 255
+(out,) = session.run(None, {{"pixel_values": image.transpose(2, 0, 1)[None]}})
+sr = (np.clip(out[0], 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+Image.fromarray(sr).save("photo_x{scale}.png")
+```
+"""
 
 
 __all__ = [
@@ -314,6 +342,7 @@ __all__ = [
     "architecture_table",
     "eval_results",
     "evaluation_section",
+    "onnx_section",
     "read_template",
     "render_model_card",
     "training_section",

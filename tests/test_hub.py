@@ -157,7 +157,8 @@ def test_dry_run_writes_exactly_the_upload_folder(dry_run):
     files = _listed_files(folder)
     code = {"configuration_espcn.py", "modeling_espcn.py", "image_processing_espcn.py", "pipeline_espcn.py"}
     assert files >= {*REQUIRED_FILES, COMPARISON_FILE, *code}
-    assert not {f for f in files if not f.endswith((".py", ".json", ".md", ".png", ".safetensors"))}
+    assert not {f for f in files if not f.endswith((".py", ".json", ".md", ".png", ".safetensors", "onnx"))}
+    assert (folder / "onnx" / "model.onnx").is_file()  # onnxruntime / transformers.js layout, checked on export
     for name in files:
         assert name in printed, f"the dry run did not list {name}"
     config = json.loads((folder / "config.json").read_text())
@@ -196,19 +197,23 @@ def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, checkpoi
     folder, _ = dry_run
     card = (folder / "README.md").read_text()
     snippets = [s for s in re.findall(r"```python\n(.*?)```", card, re.DOTALL) if "espcn_hf" not in s]
-    assert len(snippets) == 2
+    assert len(snippets) == 3  # pipeline, Auto classes, onnxruntime
     hub_snippet = (
         "from PIL import Image\nfrom transformers import pipeline\n"
         f'pipe = pipeline("{HUB_PIPELINE_TAG}", model="espcn-hf/espcn-x3", trust_remote_code=True)\n'
         'assert pipe(Image.open("photo.png")).size == (3 * 20, 3 * 16)\n'
     )
     checks = [
-        'assert Image.open("photo_x3.png").size == (3 * 20, 3 * 16)',
+        'assert Image.open("photo_x3.png").size == (3 * 20, 3 * 16)\n'
+        'import shutil\nshutil.copyfile("photo_x3.png", "pipeline_x3.png")',
         # the remote code computes what the package computes
         "assert image.size == (3 * 20, 3 * 16)\n"
         'assert type(model).__module__.startswith("transformers_modules."), type(model).__module__\n'
         "import numpy as np\n"
         'np.testing.assert_allclose(outputs.reconstruction.numpy(), np.load("expected.npy"), atol=1e-5)',
+        # the ONNX export gives the pipeline's image, within one level
+        "onnx_sr = np.asarray(Image.open('photo_x3.png'), dtype=int)\n"
+        "assert np.abs(onnx_sr - np.asarray(Image.open('pipeline_x3.png'), dtype=int)).max() <= 1",
     ]
     program = ['import sys\nsys.modules["espcn_hf"] = None\n']
     for snippet, check in zip(snippets, checks, strict=True):
@@ -236,7 +241,7 @@ def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, checkpoi
 
 def test_a_failed_prepare_keeps_the_old_folder(checkpoint, eval_json, tmp_path):
     """The folder is swapped in only when complete: a refused results file leaves the previous folder as it was."""
-    out = prepare_upload_folder(checkpoint, tmp_path / "up", comparison=False)
+    out = prepare_upload_folder(checkpoint, tmp_path / "up", comparison=False, onnx=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     other = json.loads(eval_json.read_text()) | {"scale": 4}
     bad = tmp_path / "eval_espcn-x3_x4.json"
@@ -257,7 +262,7 @@ def test_bad_checkpoint_is_a_clear_error(tmp_path):
 def test_a_loaded_model_makes_the_same_folder(checkpoint, tmp_path):
     """For tests that lay the repository out as a Hub snapshot: a model object is enough."""
     model = ESPCNForImageSuperResolution.from_pretrained(checkpoint)
-    folder = prepare_upload_folder(model, tmp_path / "snap", repo_id="me/tiny", comparison=False)
+    folder = prepare_upload_folder(model, tmp_path / "snap", repo_id="me/tiny", comparison=False, onnx=False)
     assert {*REQUIRED_FILES} <= _listed_files(folder)
     assert "me/tiny" in (folder / "README.md").read_text()
 
@@ -335,7 +340,9 @@ def test_evaluation_picture_beside_the_json_is_uploaded(checkpoint, eval_json, t
     json_path = data_dir / eval_json.name
     json_path.write_text(eval_json.read_text())
     Image.new("RGB", (30, 20), (200, 10, 10)).save(json_path.with_suffix(".png"))
-    folder = prepare_upload_folder(checkpoint, tmp_path / "up", eval_json_paths=[json_path], comparison=False)
+    folder = prepare_upload_folder(
+        checkpoint, tmp_path / "up", eval_json_paths=[json_path], comparison=False, onnx=False
+    )
     assert (folder / "evaluation.png").is_file()
     assert "](evaluation.png)" in (folder / "README.md").read_text()
 
@@ -344,7 +351,7 @@ def test_unknown_template_placeholder_is_refused(checkpoint, tmp_path):
     template = tmp_path / "card.md"
     template.write_text("---\nlicense: apache-2.0\n---\n# {{ model_name }} {{ not_a_field }}\n")
     with pytest.raises(HubError, match="not_a_field"):
-        prepare_upload_folder(checkpoint, tmp_path / "up", template=template, comparison=False)
+        prepare_upload_folder(checkpoint, tmp_path / "up", template=template, comparison=False, onnx=False)
 
 
 def test_package_code_does_not_read_the_checkout():

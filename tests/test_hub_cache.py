@@ -83,6 +83,8 @@ def test_snapshot_layout_is_the_hub_cache_layout(hub):
     assert weights.read_bytes() == (packaged_weights(3) / "model.safetensors").read_bytes()
     config = json.loads((hub["snapshot"] / "config.json").read_text())
     assert "custom_pipelines" in config and "AutoModel" in config["auto_map"]
+    assert (hub["snapshot"] / "onnx" / "model.onnx").resolve().parent == repo_dir / "blobs"
+    assert "onnx/model.onnx" in (hub["snapshot"] / "README.md").read_text()
 
 
 WITH_PACKAGE = """
@@ -154,6 +156,15 @@ WITHOUT_PACKAGE = """
     # The snippet the Hub shows for `pipeline_tag: image-to-image` (a task transformers 5 removed).
     hub_snippet = pipeline("image-to-image", model=repo_id, trust_remote_code=True)
     np.testing.assert_array_equal(np.asarray(hub_snippet(image)), expected)
+    # The card's ONNX snippet: onnx/model.onnx by repo id through the Hub cache, run by onnxruntime.
+    import onnxruntime as ort
+    from huggingface_hub import hf_hub_download
+
+    session = ort.InferenceSession(hf_hub_download(repo_id, "onnx/model.onnx"), providers=["CPUExecutionProvider"])
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    (onnx_out,) = session.run(None, {"pixel_values": rgb.transpose(2, 0, 1)[None]})
+    onnx_sr = (np.clip(onnx_out[0], 0, 1).transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
+    assert np.abs(onnx_sr.astype(int) - expected.astype(int)).max() <= 1
     # The pipeline reads files and takes batches of mixed sizes.
     small = image.crop((0, 0, 10, 7))
     batch = upscaler([image_path, small, image], batch_size=2)
