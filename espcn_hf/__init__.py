@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from .image_processing_espcn import ESPCNImageProcessor
     from .inference import upscale
     from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution, ESPCNPreTrainedModel
+    from .onnx_export import export_onnx
     from .pretrained import load_model, resolve_model
     from .registration import register
-    from .onnx_export import export_onnx
     from .video import VideoError, is_video, upscale_video
 
 

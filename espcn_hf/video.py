@@ -37,11 +37,9 @@ import os
 import queue
 import struct
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from .fileio import atomic_path

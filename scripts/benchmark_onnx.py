@@ -99,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             case = f"{width}x{height} -> {width * SCALE}x{height * SCALE}"
             if peer is not None:
                 bgr = np.ascontiguousarray(frame[..., ::-1])
-                rows.append((case, "OpenCV ESPCN (dnn_superres)", median_ms(lambda: peer.upsample(bgr), args.repeats), None))
+                rows.append((case, "OpenCV ESPCN (dnn_superres)", median_ms(lambda b=bgr: peer.upsample(b), args.repeats), None))
             for preset, model in models.items():
                 session, feed = sessions[preset], {"pixel_values": pixels.numpy()}
                 (onnx_out,) = session.run(None, feed)
                 torch_out = upscale_tensor(model, pixels, None)
                 diff = float(np.abs(onnx_out - torch_out.numpy()).max())
-                rows.append((case, f"{preset}: torch, default path", median_ms(lambda m=model: upscale_tensor(m, pixels), args.repeats), None))
-                rows.append((case, f"{preset}: torch, whole frame", median_ms(lambda m=model: upscale_tensor(m, pixels, None), args.repeats), None))
+                rows.append((case, f"{preset}: torch, default path", median_ms(lambda m=model, x=pixels: upscale_tensor(m, x), args.repeats), None))
+                rows.append((case, f"{preset}: torch, whole frame", median_ms(lambda m=model, x=pixels: upscale_tensor(m, x, None), args.repeats), None))
                 rows.append((case, f"{preset}: onnxruntime", median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats), diff))
             print("\n".join(f"{r[0]} | {r[1]} | {r[2]:.1f} ms" for r in rows[-7:]), flush=True)
 

@@ -26,10 +26,9 @@ def test_write_replaces_and_leaves_no_temporary(tmp_path):
 def test_failed_write_keeps_the_previous_file(tmp_path, error):
     target = tmp_path / "out.png"
     target.write_bytes(b"previous complete file")
-    with pytest.raises(type(error) if isinstance(error, BaseException) else error):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise error
+    with pytest.raises(type(error)), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise error
     assert target.read_bytes() == b"previous complete file"
     assert _leftovers(tmp_path) == []
 
