@@ -22,7 +22,7 @@ def test_write_replaces_and_leaves_no_temporary(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError(28, "No space left on device")])
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError(28, "No space left on device")])
 def test_failed_write_keeps_the_previous_file(tmp_path, error):
     target = tmp_path / "out.png"
     target.write_bytes(b"previous complete file")
