@@ -300,15 +300,24 @@ def bicubic_upscaler(scale: int) -> Upscaler:
     return upscale
 
 
-def opencv_upscaler(kind: str, scale: int, path: str | os.PathLike) -> Upscaler:
-    """An OpenCV dnn_superres model (`kind` "espcn" or "fsrcnn", a `.pb` file) as an upscaler."""
+def opencv_sr(kind: str, scale: int, path: str | os.PathLike, threads: int | None = None):
+    """OpenCV's `dnn_superres` model (`kind` "espcn" or "fsrcnn", a `.pb` file): `upsample(bgr_uint8)`.
+    `threads` sets OpenCV's thread count (a process-wide setting) when given."""
     import cv2
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such OpenCV model file")
+    if threads is not None:
+        cv2.setNumThreads(threads)
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
     sr.readModel(str(path))
     sr.setModel(kind, scale)
+    return sr
+
+
+def opencv_upscaler(kind: str, scale: int, path: str | os.PathLike) -> Upscaler:
+    """An OpenCV dnn_superres model (`kind` "espcn" or "fsrcnn", a `.pb` file) as an upscaler."""
+    sr = opencv_sr(kind, scale, path)
 
     def upscale(lr: torch.Tensor) -> np.ndarray:
         rgb = quantize_uint8(lr[0]).permute(1, 2, 0).cpu().numpy()
@@ -489,5 +498,6 @@ __all__ = [
     "evaluate",
     "format_scores",
     "model_upscaler",
+    "opencv_sr",
     "opencv_upscaler",
 ]

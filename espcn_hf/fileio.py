@@ -27,7 +27,8 @@ def is_partial_file(path: str | os.PathLike) -> bool:
     return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder, so a rename inside it survives a crash (best effort: some systems cannot)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. Windows, or a folder we may not open: the rename is still atomic
@@ -79,7 +80,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
@@ -108,5 +109,6 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "fsync_dir",
     "is_partial_file",
 ]

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fileio import fsync_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modeling_espcn import rgb_to_ycbcr
 
@@ -431,19 +432,6 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _swap_into_place(tmp: Path, final: Path) -> None:
     """Rename the complete folder `tmp` to `final`; an existing `final` is replaced only after that succeeds."""
     for root, _, files in os.walk(tmp):
@@ -456,7 +444,7 @@ def _swap_into_place(tmp: Path, final: Path) -> None:
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     if old.exists():
         shutil.rmtree(old)
 

@@ -21,47 +21,21 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_common import REPO, median_ms, opencv_espcn, test_frame
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import INFERENCE_MODES, parse_tile_size, upscale_tensor
-from espcn_hf.metrics import quantize_uint8
 from espcn_hf.pretrained import CheckpointError, packaged_weights
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "data" / "peers"
 FRAMES = {3: (360, 640), 2: (540, 960), 4: (270, 480)}  # LR (H, W) giving a 1920x1080 output
-
-
-def median_ms(fn, repeats: int, warmup: int = 2, sync=None) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if sync:
-            sync()
-        start = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def test_frame(height: int, width: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    base = np.stack([np.sin(9 * x), np.cos(7 * y), np.sin(5 * (x + y))], -1) * 0.35 + 0.5
-    return quantize_uint8(base + rng.normal(0, 0.05, base.shape))
 
 
 def matmul_gflops(device: str, repeats: int, dtype=torch.float32) -> float:
@@ -81,21 +55,6 @@ def load_net(preset: str, scale: int) -> ESPCNForImageSuperResolution:
     return ESPCNForImageSuperResolution(ESPCNConfig.from_preset(preset, upscale_factor=scale)).eval()
 
 
-def opencv_espcn(scale: int):
-    try:
-        import cv2
-    except ImportError:
-        return None
-    path = PEERS / "opencv_espcn" / f"ESPCN_x{scale}.pb"
-    if not path.is_file():
-        return None
-    cv2.setNumThreads(torch.get_num_threads())
-    sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(path))
-    sr.setModel("espcn", scale)
-    return sr
-
-
 def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile) -> list[dict]:
     rows = []
     sync = torch.cuda.synchronize if device == "cuda" else None
@@ -108,7 +67,7 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
             peer_ms["PIL bicubic"] = median_ms(
                 lambda pil=pil, size=(width * scale, height * scale): pil.resize(size, Image.BICUBIC), repeats
             )
-            sr = opencv_espcn(scale)
+            sr = opencv_espcn(scale, torch.get_num_threads())
             if sr is not None:
                 bgr = np.ascontiguousarray(frame[..., ::-1])
                 peer_ms["OpenCV ESPCN"] = median_ms(lambda sr=sr, bgr=bgr: sr.upsample(bgr), repeats)

@@ -17,58 +17,22 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from bench_common import REPO, median_ms, opencv_espcn, test_frame
 
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import upscale_tensor
 from espcn_hf.onnx_export import DEFAULT_OPSET, export_onnx
 from espcn_hf.pretrained import load_model, packaged_weights
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "data" / "peers"
 SIZES = [(360, 640), (180, 320)]  # LR (height, width)
 SCALE = 3
-
-
-def median_ms(fn, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
-def test_frame(height: int, width: int) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    base = np.stack([np.sin(9 * x), np.cos(7 * y), np.sin(5 * (x + y))], -1) * 0.35 + 0.5
-    return (np.clip(base + rng.normal(0, 0.05, base.shape), 0, 1) * 255).astype(np.uint8)
-
-
-def opencv_espcn(threads: int):
-    try:
-        import cv2
-    except ImportError:
-        return None
-    path = PEERS / "opencv_espcn" / f"ESPCN_x{SCALE}.pb"
-    if not path.is_file():
-        return None
-    cv2.setNumThreads(threads)
-    sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(path))
-    sr.setModel("espcn", SCALE)
-    return sr
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes_kb[preset] = path.stat().st_size / 1024
             macs[preset] = models[preset].num_macs_per_pixel()
             sessions[preset] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        peer = opencv_espcn(threads)
+        peer = opencv_espcn(SCALE, threads)
         for height, width in SIZES:
             frame = test_frame(height, width)
             pixels = torch.from_numpy(frame).permute(2, 0, 1)[None].float().div(255)

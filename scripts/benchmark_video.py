@@ -28,6 +28,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+from bench_common import REPO, opencv_espcn
 
 from espcn_hf import upscale
 from espcn_hf.fileio import atomic_write_text
@@ -35,8 +36,6 @@ from espcn_hf.metrics import quantize_uint8
 from espcn_hf.pretrained import load_model, packaged_weights
 from espcn_hf.video import DEFAULT_CRF, upscale_video
 
-REPO = Path(__file__).resolve().parents[1]
-PEERS = REPO.parent / "shared" / "data" / "peers"
 CASES = [(3, 640, 360), (3, 426, 240), (3, 320, 180)]  # (scale, LR width, LR height)
 
 
@@ -103,21 +102,6 @@ def encode_all(frames: list[np.ndarray], path: Path, rate: int = 30) -> None:
             frame.pts, frame.time_base = i, Fraction(1, rate)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
-
-
-def opencv_espcn(scale: int, threads: int):
-    try:
-        import cv2
-    except ImportError:
-        return None
-    path = PEERS / "opencv_espcn" / f"ESPCN_x{scale}.pb"
-    if not path.is_file():
-        return None
-    cv2.setNumThreads(threads)
-    sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(path))
-    sr.setModel("espcn", scale)
-    return sr
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,60 @@
+"""What the benchmark scripts share: median timing, the synthetic test frame and the OpenCV ESPCN peer.
+
+Imported by `scripts/benchmark.py`, `scripts/benchmark_onnx.py` and `scripts/benchmark_video.py` (run as
+`python scripts/<name>.py`, so this folder is on `sys.path`).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from espcn_hf.metrics import quantize_uint8
+
+REPO = Path(__file__).resolve().parents[1]
+# The read-only data beside the checkout: the OpenCV dnn_superres peers live in peers/.
+PEERS = REPO.parent / "shared" / "data" / "peers"
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2, sync: Callable | None = None) -> float:
+    """Median wall time of `fn()` in ms over `repeats` runs after `warmup` runs (`sync`: e.g.
+    `torch.cuda.synchronize`, called around each run)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def test_frame(height: int, width: int) -> np.ndarray:
+    """A smooth-plus-noise uint8 RGB frame, the same for every benchmark (seed 0)."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([np.sin(9 * x), np.cos(7 * y), np.sin(5 * (x + y))], -1) * 0.35 + 0.5
+    return quantize_uint8(base + rng.normal(0, 0.05, base.shape))
+
+
+def opencv_espcn(scale: int, threads: int | None = None):
+    """OpenCV's dnn_superres ESPCN x`scale` (its `upsample(bgr)` is the peer), or None when OpenCV or the model
+    file is missing (the benchmark then prints no peer column rather than failing)."""
+    try:
+        import cv2
+
+        from espcn_hf.evaluation import opencv_sr
+    except ImportError:
+        return None
+    path = PEERS / "opencv_espcn" / f"ESPCN_x{scale}.pb"
+    if not path.is_file():
+        return None
+    return opencv_sr("espcn", scale, path, threads=threads if threads is not None else cv2.getNumThreads())
