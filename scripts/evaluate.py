@@ -1,6 +1,6 @@
 """Evaluate ESPCN models, MATLAB bicubic and OpenCV dnn_superres peers on the SR benchmarks (PSNR/SSIM on Y).
 
-    python scripts/evaluate.py --model checkpoints/espcn-x3 --scale 3
+    python scripts/evaluate.py --model espcn_hf/weights/espcn-x3 --scale 3
     python scripts/evaluate.py --model bicubic-only --scale 2          # bicubic + OpenCV peers only
     python scripts/evaluate.py --model a/ --model b/ --scale 4 --sets Set5 Set14 --peers opencv-espcn
 
