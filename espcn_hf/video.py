@@ -87,10 +87,19 @@ class VideoInfo:
     duration: float | None = None  # seconds, from the container (None when it does not say)
 
 
-def _open_input(path: str | os.PathLike):
-    import av
+def _have_pyav() -> bool:
+    """PyAV (the `video` extra) is optional: without it no file is read as a video."""
+    import importlib.util
 
+    return importlib.util.find_spec("av") is not None
+
+
+def _open_input(path: str | os.PathLike):
     name = str(path)
+    try:
+        import av
+    except ImportError:
+        raise VideoError(f"{name}: reading videos needs PyAV: pip install 'espcn-hf[video]'") from None
     if not Path(name).exists():
         raise VideoError(f"{name}: no such file")
     if Path(name).is_dir():
@@ -127,7 +136,13 @@ def _has_two_frames(container, stream) -> bool:
 
 
 def is_video(path: str | os.PathLike) -> bool:
-    """True when FFmpeg can read `path` as a video (see the module docstring for GIFs and still images)."""
+    """True when FFmpeg can read `path` as a video (see the module docstring for GIFs and still images).
+
+    Without PyAV a file counts as a video by its extension alone (GIFs excepted), so that `upscale_video` can say
+    which extra to install instead of the file being refused as a broken image."""
+    if not _have_pyav():
+        suffix = Path(path).suffix.lower()
+        return suffix in VIDEO_EXTENSIONS and suffix != ".gif"
     try:
         container = _open_input(path)
     except VideoError:
@@ -292,6 +307,8 @@ def upscale_video(
 
     Returns: `VideoInfo` of the output. Raises `VideoError` for unreadable input or an impossible output.
     """
+    if not _have_pyav():
+        raise VideoError(f"{src}: reading videos needs PyAV: pip install 'espcn-hf[video]'")
     import av
     from tqdm.auto import tqdm
 
@@ -301,7 +318,7 @@ def upscale_video(
     src_path, dst_path = Path(src), Path(dst)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if dst_path.exists() and src_path.exists() and dst_path.resolve() == src_path.resolve():
+    if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):  # links too
         raise VideoError(f"{dst}: refusing to overwrite the input video")
     if codec not in av.codecs_available:
         raise VideoError(f"unknown video encoder {codec!r} in this FFmpeg build")

@@ -260,3 +260,21 @@ def test_outputs_get_normal_permissions(images, tiny_checkpoint, tmp_path):
         os.umask(previous)
     assert oct(new.stat().st_mode & 0o777) == oct(0o644)
     assert oct(kept.stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_without_pyav_images_still_work_and_a_video_names_the_extra(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """PyAV is the optional `video` extra: a core install (the README quick start) must still upscale images, and
+    a video gets one line naming what to install (this crashed with ModuleNotFoundError)."""
+    import espcn_hf.video
+    from espcn_hf.cli import main
+
+    monkeypatch.setattr(espcn_hf.video, "_have_pyav", lambda: False)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(natural_image(12, 16)).save(folder / "still.png")
+    (folder / "clip.mp4").write_bytes(b"\0" * 64)
+    out = tmp_path / "out"
+    code = main(["upscale", str(folder), "-o", str(out), "--model", str(tiny_checkpoint), "-q"])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1 and sorted(p.name for p in out.iterdir()) == ["still_x3.png"]
+    assert len(errors) == 1 and "clip.mp4" in errors[0] and "espcn-hf[video]" in errors[0]

@@ -292,3 +292,15 @@ def test_cli_upscales_a_video_and_a_folder_with_videos_and_images(clip, tiny_che
     assert code == 1 and "2 output(s) already there" in captured.out
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "broken.mp4" in errors[0]
+
+
+def test_a_hard_link_to_the_input_is_the_input(clip, model, tmp_path):
+    """Issue 10 item 4 for videos: files are compared by identity (os.path.samefile), not by resolved path."""
+    source = tmp_path / "in.mp4"
+    source.write_bytes(clip.read_bytes())
+    link = tmp_path / "link.mp4"
+    os.link(source, link)
+    before = source.read_bytes()
+    with pytest.raises(VideoError, match="overwrite the input"):
+        upscale_video(source, link, model, progress=False)
+    assert source.read_bytes() == before
