@@ -103,7 +103,10 @@ WITH_PACKAGE = """
     assert source == f"model: {repo_id} (local Hub cache)", source
     out = pipeline("image-super-resolution", model=repo_id)(image)
     np.testing.assert_array_equal(np.asarray(out), expected)
-    np.testing.assert_array_equal(np.asarray(upscale(image, resolved, tile_size=None)), expected)
+    # upscale() runs a channels_last input (another float summation order than the plain forward above): equal
+    # up to one uint8 level where a value sits on a rounding boundary.
+    diff = np.abs(np.asarray(upscale(image, resolved, tile_size=None), dtype=int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     # The default model of a scale: its repo is not in this cache, so the packaged copy is used, said neutrally.
     _, source = resolve_model(None, 3)
     assert source.startswith("model: packaged weights espcn-x3 ("), source
@@ -200,7 +203,9 @@ def test_cli_model_repo_id_offline(hub):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.load(hub["root"] / "expected.npy"))
+    # The CLI goes through upscale() (channels_last input): equal to the plain forward up to one uint8 level.
+    diff = np.abs(np.asarray(Image.open(out), dtype=int) - np.load(hub["root"] / "expected.npy").astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_helper_refuses_an_empty_folder(tmp_path):
