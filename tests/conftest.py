@@ -36,6 +36,21 @@ def _seed_and_threads():
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def load_script(path: str | Path, name: str | None = None, register: bool = False):
+    """Import a file that is not in a package (a script under scripts/, the Space's app.py) as a module.
+    `register` puts it in sys.modules (gradio inspects the source of classes defined there)."""
+    import importlib.util
+    import sys
+
+    path = Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+    spec = importlib.util.spec_from_file_location(name or f"{path.stem}_script", path)
+    module = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def tiny_config(upscale_factor: int = 3, **kwargs):
     from espcn_hf import ESPCNConfig
 

@@ -5,13 +5,13 @@ Everything here runs on CPU tensors; the same code runs on CUDA (`scripts/train_
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 from espcn_hf.data import DataGenerator, DevicePatchSampler
@@ -127,10 +127,7 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPTS / f"{name}.py", name)
 
 
 def test_benchmark_data_writes_both_paths_side_by_side(tmp_path):

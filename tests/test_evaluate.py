@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, metrics
@@ -30,11 +30,8 @@ SCRIPT = REPO / "scripts" / "evaluate.py"
 TINY = {"hidden_channels": [4, 4], "kernel_sizes": [3, 3, 3]}
 
 
-def load_script(path: Path = SCRIPT):
-    spec = importlib.util.spec_from_file_location(path.stem + "_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_evaluate_script(path: Path = SCRIPT):
+    return load_script(path)
 
 
 def tiny_model(scale: int) -> ESPCNForImageSuperResolution:
@@ -206,7 +203,7 @@ def test_cli_writes_the_report(tmp_path):
     shutil.copy(FIXTURES / "tiny_set" / "rings.png", root / "other" / "a_rings.png")
     argv = ["--model", str(model_dir), "--scale", "2", "--sets", "tiny_set", "other", "--data-dir", str(root)]
     argv += ["--out", str(out), "--peers"]
-    assert load_script().main(argv) == 0
+    assert load_evaluate_script().main(argv) == 0
     report = EvalReport.from_json(out / "eval_espcn-tiny-x2_x2.json")
     assert report.name == "espcn-tiny-x2" and report.scale == 2 and report.model == str(model_dir)
     assert report.methods == ["bicubic", "espcn-tiny-x2"]
@@ -223,13 +220,13 @@ def test_cli_writes_the_report(tmp_path):
 
 def test_cli_rejects_a_bad_tile_size(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        load_script().main(["--tile-size", "big"])
+        load_evaluate_script().main(["--tile-size", "big"])
     assert exit_info.value.code == 2
     assert "--tile-size" in capsys.readouterr().err
 
 
 def test_cli_bicubic_only_with_opencv_peer(tmp_path, data_dir):
-    script = load_script()
+    script = load_evaluate_script()
     if not (data_dir / "peers" / "opencv_espcn" / "ESPCN_x3.pb").is_file():
         pytest.skip("OpenCV peer models not found under the data dir")
     out = tmp_path / "out"

@@ -7,7 +7,6 @@ Everything runs offline on a tiny random model. The real push + pull test only r
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from hub_cache import offline_env, snapshot_repo
 from PIL import Image
 
@@ -112,10 +112,7 @@ def eval_json(tmp_path_factory) -> Path:
 
 
 def _push_script():
-    spec = importlib.util.spec_from_file_location("push_to_hub", PUSH_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return load_script(PUSH_SCRIPT, "push_to_hub")
 
 
 @pytest.fixture(scope="module")

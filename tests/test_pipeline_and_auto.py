@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, natural_image, save_checkpoint, tiny_model
+from conftest import REPO_ROOT, load_script, natural_image, save_checkpoint, tiny_model
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageToImage, pipeline
 
@@ -205,13 +205,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
 def test_packaged_folders_carry_the_current_code_and_config():
     """espcn_hf/weights/* must hold what save_pretrained writes today (code files, auto_map, custom_pipelines,
     no training loss): otherwise `python scripts/refresh_weights.py` (which never touches the weights)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "refresh_weights", REPO_ROOT / "scripts" / "refresh_weights.py"
-    )
-    refresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(refresh)
+    refresh = load_script("scripts/refresh_weights.py", "refresh_weights")
     assert refresh.main(["--check"]) == 0, "run: python scripts/refresh_weights.py"
 
 

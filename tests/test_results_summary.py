@@ -1,18 +1,14 @@
 """The README's results section must be exactly what scripts/summarize_results.py builds from benchmarks/."""
 
-import importlib.util
 from pathlib import Path
+
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _summarize():
-    spec = importlib.util.spec_from_file_location(
-        "summarize_results", REPO / "scripts" / "summarize_results.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / "summarize_results.py", "summarize_results")
 
 
 def test_readme_results_match_the_measured_files():

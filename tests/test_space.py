@@ -8,7 +8,6 @@ browser (Chromium through Playwright) driving the page. A tiny random x3 model a
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import re
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import load_script
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
@@ -44,11 +44,8 @@ CHROMIUM_ARGS = [
 
 
 def _load_app():
-    spec = importlib.util.spec_from_file_location("espcn_space_app", SPACE_DIR / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # gradio inspects the source of the app's component subclass
-    spec.loader.exec_module(module)
-    return module
+    # registered in sys.modules: gradio inspects the source of the app's component subclass
+    return load_script(SPACE_DIR / "app.py", "espcn_space_app", register=True)
 
 
 @pytest.fixture(scope="module")
@@ -417,12 +414,7 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
 
 
 def _rehearsal_module():
-    spec = importlib.util.spec_from_file_location(
-        "rehearse_space", REPO_ROOT / "scripts" / "rehearse_space.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("scripts/rehearse_space.py", "rehearse_space")
 
 
 def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(tmp_path):
