@@ -179,10 +179,9 @@ def prepare_upload_folder(
             from .visualization import render_comparison, save_image
 
             photo = Path(comparison_image)
-            with Image.open(photo) as image:
-                hr = image.convert("RGB")
             source = comparison_source or f"`{photo.stem}` of {photo.parent.name}"
-            result = render_comparison(model, hr, source=source)
+            with Image.open(photo) as image:  # render_comparison converts it to RGB
+                result = render_comparison(model, image, source=source)
             save_image(staging / COMPARISON_FILE, result.image)
             caption = result.caption(model.config.upscale_factor)
         card = render_model_card(

@@ -326,11 +326,10 @@ def ssim_per_image(
     sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
 ) -> list[float]:
     """SSIM of each image of the batch (see :func:`psnr_ssim`)."""
-    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
-    return [float(v) for v in _ssim_levels(sr_t, hr_t).cpu()]
+    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border)
+    return [float(v) for v in scores.ssim.cpu()]
 
 
 def ssim(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
     """Mean SSIM (Wang et al. 2004) over the batch (see :func:`psnr_ssim`)."""
-    sr_t, hr_t = _prepare(sr, hr, scale, y_channel, crop_border)
-    return _mean(_ssim_levels(sr_t, hr_t))
+    return _mean(psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border).ssim)

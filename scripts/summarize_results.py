@@ -36,6 +36,10 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _load_report(path: Path) -> EvalReport | None:
+    return EvalReport.from_json(path) if path.is_file() else None
+
+
 def quality_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     lines = [
         "### Quality: PSNR-Y (dB) / SSIM-Y, standard protocol (MATLAB bicubic LR, border = scale)",
@@ -46,8 +50,7 @@ def quality_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     targets = []
     commands = []
     for (name, scale), wanted in QUALITY_TARGETS.items():
-        path = benchmarks / f"eval_{name}_x{scale}.json"
-        report = EvalReport.from_json(path) if path.is_file() else None
+        report = _load_report(benchmarks / f"eval_{name}_x{scale}.json")
         if report is None:
             lines.append(f"| {name} | x{scale} | " + " | ".join("not evaluated" for _ in SETS) + " | | |")
             targets += [f"| {name} {s} >= {v} | not evaluated | NOT met |" for s, v in wanted.items()]
@@ -122,8 +125,7 @@ def speed_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     if "tiling_max_diff" in data:
         ok = "met" if data["tiling_max_diff"] <= 1e-5 else "**NOT met**"
         targets.append(f"| tiled == untiled (max abs diff <= 1e-5) | {data['tiling_max_diff']:.1e} | {ok} |")
-    timing_path = benchmarks / "eval_time" / "eval_espcn-x3_x3.json"
-    timing = EvalReport.from_json(timing_path) if timing_path.is_file() else None
+    timing = _load_report(benchmarks / "eval_time" / "eval_espcn-x3_x3.json")
     if timing is not None and timing.seconds is not None:
         ok = "met" if timing.seconds < 120 else "**NOT met**"
         targets.append(
