@@ -4,7 +4,8 @@
     accelerate launch -m espcn_hf.cli upscale BIG_FOLDER -o OUT          # every process/GPU/node takes a share
     accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale BIG_FOLDER -o OUT   # 2 CPU processes (gloo)
 
-`upscale_files(files, outputs, model)` is the loop behind `espcn-hf upscale`. Every process lists the pairs whose
+`upscale_files(files, outputs, model)` is the library's batch loop (`espcn-hf upscale` runs its own loop, in
+cli.py, over the same `share_of_work` and `process_device`). Every process lists the pairs whose
 output is missing, all wait at a barrier (so no process sees another's fresh outputs while listing), then
 `PartialState().split_between_processes` hands each process a contiguous share of that list; each process runs
 its share on its own device (`PartialState().device`: its GPU, or the CPU). Images are written with
@@ -161,7 +162,11 @@ def upscale_files(
         desc=f"x{model.config.upscale_factor}",
         disable=not (progress and state.is_main_process and len(share) > 1),
     )
+    inputs = {_identity(f) for f, _ in pairs} - {None}
     for source, target in bar:
+        if _identity(target) in inputs:  # share_of_work leaves these pending for us to refuse (as the CLI does)
+            result.failed.append((str(source), f"refusing to overwrite an input file ({target} is one)"))
+            continue
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if is_video(source):
