@@ -101,15 +101,12 @@ def _looks_like_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) -> list[Path]:
-    """The output path of each input file. Raises `UsageError` for an `-o` that cannot work.
-
-    `several` is True when more than one input was named or a folder was named: then `output` must be a folder
-    (an existing non-folder, or a new name ending in an image extension, is refused instead of guessed at).
-    """
+def _output_folder(output: Path, several: bool) -> Path | None:
+    """The folder outputs go into, or None when `output` is the output file itself (one input). Raises
+    `UsageError` for an `-o` that cannot work; probes no input, so it is cheap to call before loading a model."""
     if output.is_dir():
-        folder = output
-    elif several:
+        return output
+    if several:
         if output.exists():
             raise UsageError(
                 f"-o {output}: exists and is not a folder; with several inputs -o must be a folder"
@@ -119,15 +116,25 @@ def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) ->
                 f"-o {output}: looks like an image file name, but several inputs need an output folder "
                 f"(e.g. -o {output.with_suffix('')}/)"
             )
-        folder = output
-    elif _looks_like_image_name(output) or output.suffix.lower() in VIDEO_EXTENSIONS:
-        return [output]
-    elif output.exists():
+        return output
+    if _looks_like_image_name(output) or output.suffix.lower() in VIDEO_EXTENSIONS:
+        return None
+    if output.exists():
         raise UsageError(
             f"-o {output}: exists and is neither a folder nor an image file name ({', '.join(IMAGE_EXTENSIONS)})"
         )
-    else:
-        folder = output
+    return output
+
+
+def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) -> list[Path]:
+    """The output path of each input file. Raises `UsageError` for an `-o` that cannot work.
+
+    `several` is True when more than one input was named or a folder was named: then `output` must be a folder
+    (an existing non-folder, or a new name ending in an image extension, is refused instead of guessed at).
+    """
+    folder = _output_folder(output, several)
+    if folder is None:
+        return [output]
     from .batch import output_suffix  # .mp4 for a video (probed by content), .png for an image
 
     names = [f"{f.stem}_x{factor}{output_suffix(f)}" for f in files]
@@ -142,17 +149,27 @@ def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) ->
     return [folder / n for n in unique]
 
 
-def _same_file_as_an_input(target: Path, inputs: list[Path]) -> Path | None:
-    """The input that `target` is (same file by identity: also a hard link or a symlink to it), or None."""
-    if not target.exists():
-        return None
-    for source in inputs:
+def _file_identities(paths: list[Path]) -> dict[tuple[int, int], Path]:
+    """(device, inode) -> path of each file that can be stat'ed: what `os.path.samefile` compares, gathered once
+    so that checking a target against every input costs one stat, not one per input."""
+    identities = {}
+    for path in paths:
         try:
-            if os.path.samefile(target, source):
-                return source
+            st = os.stat(path)
         except OSError:
             continue
-    return None
+        identities.setdefault((st.st_dev, st.st_ino), path)
+    return identities
+
+
+def _same_file_as_an_input(target: Path, inputs: dict[tuple[int, int], Path]) -> Path | None:
+    """The input that `target` is (same file by identity: also a hard link or a symlink to it), or None;
+    `inputs` comes from `_file_identities`."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    return inputs.get((st.st_dev, st.st_ino))
 
 
 # --- the upscale command ---------------------------------------------------------------------------------------
@@ -218,8 +235,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return EXIT_FAILURES
     several = len(args.inputs) > 1 or any(Path(i).is_dir() for i in args.inputs)
     output = Path(args.output)
-    try:  # usage errors of -o before the model is loaded (the factor only names files inside a folder)
-        plan_outputs(files, output, several, args.scale or 3)
+    try:  # usage errors of -o before the model is loaded (and before any input is probed)
+        _output_folder(output, several)
     except UsageError as error:
         report.error(str(error))
         return EXIT_USAGE
@@ -265,9 +282,10 @@ def _upscale_files(
         unit="file",
         disable=len(pairs) < 2 or args.quiet or not state.is_local_main_process,
     )
+    input_identities = _file_identities(files)
     with logging_redirect_tqdm():
         for source_path, target in bar:
-            same = _same_file_as_an_input(target, files)
+            same = _same_file_as_an_input(target, input_identities)
             if same is not None:
                 report.error(
                     f"{source_path}: refusing to overwrite the input file {same} (-o {target} is that file)"
