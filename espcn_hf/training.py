@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fileio import fsync_dir
+from .fileio import atomic_write_text, fsync_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modeling_espcn import rgb_to_ycbcr
 
@@ -699,8 +699,6 @@ class MetricsWriter:
             return
         kept = [record for record in read_metrics(self.path) if record.get("step", 0) <= step]
         # A torn last line (a kill mid-write) is dropped with the records past `step`. Atomic rewrite.
-        from .fileio import atomic_write_text
-
         atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
 
 

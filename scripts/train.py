@@ -285,6 +285,7 @@ class Trainer:
     def build_data(self) -> None:
         config, accelerator = self.config, self.accelerator
         self.train_ds, self.val_sets, self.train_folders = get_datasets(config)
+        self.first_val = next(iter(self.val_sets)).lower()  # its PSNR picks `best`
         self.data_path, self.data_path_reason = choose_data_path(
             config.data_path, self.train_ds.cache_bytes, accelerator.device
         )
@@ -421,12 +422,16 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def run_eval(self) -> dict:
-        config, state = self.config, self.state
+    def load_eval_weights(self) -> None:
+        """The weights validated and saved (EMA, or the current ones) into `eval_model`."""
         if self.ema is not None:
             self.ema.copy_to(self.eval_model)
         else:
             self.eval_model.load_state_dict(self.unwrapped.state_dict())
+
+    def run_eval(self) -> dict:
+        config, state = self.config, self.state
+        self.load_eval_weights()
         results = validate(self.eval_model, self.val_sets, self.accelerator, config.upscale_factor)
         record = {"step": state.step, "seconds": round(state.seconds, 2), **results}
         state.last_eval = record
@@ -471,7 +476,6 @@ class Trainer:
     def fit(self) -> bool:
         """Train until max_steps or the time budget; returns True when stopped early."""
         config, state, accelerator = self.config, self.state, self.accelerator
-        self.first_val = next(iter(self.val_sets)).lower()
         patches_per_step = config.batch_size * accelerator.num_processes * config.gradient_accumulation_steps
         progress = tqdm(
             total=config.max_steps,
@@ -535,13 +539,9 @@ class Trainer:
         state, config = self.state, self.config
         # no evaluation at the current step yet (e.g. resumed from the last checkpoint)
         if state.step == 0 or state.last_eval.get("step") != state.step:
-            self.first_val = next(iter(self.val_sets)).lower()
             self.run_eval()
         if self.is_main:
-            if self.ema is not None:
-                self.ema.copy_to(self.eval_model)
-            else:
-                self.eval_model.load_state_dict(self.unwrapped.state_dict())
+            self.load_eval_weights()
             save_model_folder(
                 self.eval_model,
                 self.output_dir / "final",
