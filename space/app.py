@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 from espcn_hf import ImageLoadError, load_image, upscale
 from espcn_hf.degradation import imresize  # MATLAB-compatible bicubic, the degradation of the training data
 from espcn_hf.fileio import atomic_save
-from espcn_hf.image_processing_espcn import pil_to_rgb_array
+from espcn_hf.image_processing_espcn import output_mode, pil_to_rgb_array
 from espcn_hf.metrics import psnr_ssim, quantize_uint8
 from espcn_hf.pretrained import HUB_REPO_IDS, CheckpointError, load_model, packaged_weights, resolve_model
 from espcn_hf.video import VideoError, is_video, probe_video, upscale_video
@@ -125,18 +125,15 @@ def get_model(scale: int):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-_GRAY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
-
 def _to_8bit(image: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit L, LA, RGB or RGBA: grayscale stays grayscale (so ESPCN gives it back untinted),
     transparency is kept, 16-bit / float / palette / CMYK images are converted."""
     if image.mode in ("L", "LA", "RGB", "RGBA"):
         return image
-    has_alpha = image.mode in ("LA", "La", "PA") or (image.mode == "P" and "transparency" in image.info)
+    mode = output_mode(image)  # the mode rule of espcn_hf.upscale: grayscale stays grayscale, alpha is kept
     values = quantize_uint8(pil_to_rgb_array(image))
-    converted = Image.fromarray(values[..., 0] if image.mode in _GRAY_MODES else values)
-    if has_alpha:
+    converted = Image.fromarray(values[..., 0] if mode in ("L", "LA", "I;16") else values)
+    if mode in ("LA", "RGBA"):
         converted.putalpha(image.convert("RGBA").getchannel("A"))
     return converted
 
