@@ -363,9 +363,9 @@ def _to_uint8_hwc(sr) -> np.ndarray:
 
 
 def _score_image(sr, hr: torch.Tensor, scale: int, rgb_ssim: bool) -> dict[str, float]:
-    if isinstance(sr, np.ndarray):
-        sr = torch.from_numpy(sr).permute(2, 0, 1)[None]  # uint8 (1, 3, H, W)
-    hr = hr.to(sr.device)
+    # Quantize each image once for both the Y and the RGB scores (psnr_ssim takes uint8 levels as they are).
+    sr = torch.from_numpy(sr).permute(2, 0, 1)[None] if isinstance(sr, np.ndarray) else quantize_uint8(sr)
+    hr = quantize_uint8(hr.to(sr.device))
     if sr.shape[-2:] != hr.shape[-2:]:
         raise ValueError(f"the upscaler returned {tuple(sr.shape[-2:])}, expected {tuple(hr.shape[-2:])}")
     y = psnr_ssim(sr, hr, scale)
