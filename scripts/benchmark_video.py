@@ -18,17 +18,15 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
-from bench_common import REPO, opencv_espcn
+from bench_common import REPO, median_ms, opencv_espcn
 
 from espcn_hf import upscale
 from espcn_hf.fileio import atomic_write_text
@@ -62,14 +60,13 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 30) 
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median seconds of `repeats` calls (after one warm-up call), and the last result."""
-    result = fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+    """Median seconds of `repeats` calls (after one warm-up call, `bench_common.median_ms`), and the last result."""
+    last = {}
+
+    def run() -> None:
+        last["result"] = fn()
+
+    return median_ms(run, repeats, warmup=1) / 1000, last["result"]
 
 
 def decode_all(path: Path) -> list[np.ndarray]:
