@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,7 +42,8 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (read without changing it for longer than the call)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -68,7 +70,7 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     try:
         mode = target.stat().st_mode & 0o7777
     except OSError:
-        mode = 0o666 & ~_umask()
+        mode = 0o666 & ~current_umask()
     with contextlib.suppress(OSError):
         os.chmod(tmp, mode)
     try:
@@ -81,6 +83,30 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
             tmp.unlink()
         raise
     fsync_dir(folder)
+
+
+def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
+    """Move the complete folder `tmp` onto `final` (for outputs that are folders: checkpoints, upload folders).
+
+    The files in `tmp` are fsync'ed first; an existing `final` is moved aside to `<final>.old` and removed only
+    after the rename succeeded, so `final` is always either the old folder or the complete new one (a crash
+    between the two renames leaves `<final>.old`, which the next call removes).
+    """
+    tmp, final = Path(tmp), Path(final)
+    for root, _, files in os.walk(tmp):
+        for name in files:
+            with open(os.path.join(root, name), "rb+") as handle:
+                os.fsync(handle.fileno())
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:
@@ -109,6 +135,8 @@ __all__ = [
     "atomic_save",
     "atomic_write_bytes",
     "atomic_write_text",
+    "current_umask",
     "fsync_dir",
     "is_partial_file",
+    "replace_dir",
 ]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .evaluation import EvalReport, EvalReportError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, current_umask, replace_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modelcard import COMPARISON_FILE, ModelCardError, render_model_card
 from .modeling_espcn import HUB_PIPELINE_TAG, PIPELINE_TASK, ESPCNForImageSuperResolution
@@ -156,9 +156,7 @@ def prepare_upload_folder(
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
@@ -199,14 +197,7 @@ def prepare_upload_folder(
         )
         atomic_write_text(staging / "README.md", str(card))
         check_upload_folder(staging)
-        # Swap the complete folder in: the old one (if any) is moved aside first, then removed.
-        old = None
-        if out_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
-            os.replace(out_dir, old / out_dir.name)
-        os.replace(staging, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, out_dir)  # the old folder (if any) is moved aside first, then removed
     except ModelCardError as error:
         raise HubError(str(error)) from None
     finally:

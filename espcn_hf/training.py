@@ -33,13 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fileio import atomic_write_text, fsync_dir
+from .fileio import atomic_write_text, replace_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modeling_espcn import rgb_to_ycbcr
 
 CHECKPOINT_PREFIX = "step_"
 TMP_SUFFIX = ".tmp"
-OLD_SUFFIX = ".old"
 
 
 # ------------------------------------------------------------------------------------------------ config files
@@ -432,23 +431,6 @@ def latest_checkpoint(checkpoint_dir: str | os.PathLike) -> Path | None:
     return found[-1] if found else None
 
 
-def _swap_into_place(tmp: Path, final: Path) -> None:
-    """Rename the complete folder `tmp` to `final`; an existing `final` is replaced only after that succeeds."""
-    for root, _, files in os.walk(tmp):
-        for name in files:
-            with open(os.path.join(root, name), "rb+") as handle:
-                os.fsync(handle.fileno())
-    old = final.with_name(final.name + OLD_SUFFIX)
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
-
-
 def save_checkpoint(
     accelerator, checkpoint_dir: str | os.PathLike, step: int, total_limit: int | None
 ) -> Path:
@@ -468,7 +450,7 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _swap_into_place(tmp, final)
+        replace_dir(tmp, final)
         if total_limit is not None and total_limit > 0:
             for old in list_checkpoints(root)[:-total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -564,7 +546,7 @@ def save_model_folder(
         (tmp / "eval_results.json").write_text(json.dumps(dict(extra), indent=2, sort_keys=True) + "\n")
     if training_config is not None:
         (tmp / "training_config.json").write_text(format_training_record(training_config))
-    _swap_into_place(tmp, folder)
+    replace_dir(tmp, folder)
     return folder
 
 
