@@ -4,8 +4,8 @@
     accelerate launch -m espcn_hf.cli upscale BIG_FOLDER -o OUT          # every process/GPU/node takes a share
     accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale BIG_FOLDER -o OUT   # 2 CPU processes (gloo)
 
-`upscale_files(files, outputs, model)` is the library's batch loop (`espcn-hf upscale` runs its own loop, in
-cli.py, over the same `share_of_work` and `process_device`). Every process lists the pairs whose
+`upscale_files(files, outputs, model)` is the one batch loop, for the library and for `espcn-hf upscale` (which
+passes a `reporter` to print each file's line as it happens). Every process lists the pairs whose
 output is missing, all wait at a barrier (so no process sees another's fresh outputs while listing), then
 `PartialState().split_between_processes` hands each process a contiguous share of that list; each process runs
 its share on its own device (`PartialState().device`: its GPU, or the CPU). Images are written with
@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from .image_io import DEFAULT_MAX_PIXELS
+from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS
 from .video import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CODEC,
     DEFAULT_CRF,
     DEFAULT_PIX_FMT,
-    VideoError,
     is_video,
     upscale_video,
 )
@@ -90,6 +90,17 @@ def _identity(path) -> tuple[int, int] | None:
     return stat.st_dev, stat.st_ino
 
 
+def _identities(paths) -> dict[tuple[int, int], Path]:
+    """(device, inode) -> path of each file that exists: what `os.path.samefile` compares, gathered once so that
+    checking an output against every input costs one stat, not one per input."""
+    found: dict[tuple[int, int], Path] = {}
+    for path in paths:
+        identity = _identity(path)
+        if identity is not None:
+            found.setdefault(identity, Path(path))
+    return found
+
+
 def share_of_work(
     pairs: Sequence[tuple[Path, Path]], *, skip_existing: bool = False, state=None
 ) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -97,11 +108,12 @@ def share_of_work(
     complete (with `skip_existing`; all of them, on every process).
 
     An output that is one of the inputs (same file, also through a link) stays pending, so the caller refuses it
-    instead of calling it complete. Every process lists the pending pairs, all wait at a barrier (so no process sees another's fresh outputs
-    while listing), then `split_between_processes` gives each a contiguous share. One process: all pending pairs.
+    instead of calling it complete. Every process lists the pending pairs, all wait at a barrier (so no process
+    sees another's fresh outputs while listing), then `split_between_processes` gives each a contiguous share.
+    One process: all pending pairs.
     """
     state = state or distributed_state()
-    inputs = {_identity(f) for f, _ in pairs} - {None}
+    inputs = _identities(f for f, _ in pairs)
 
     def complete(output) -> bool:  # an output that is one of the inputs is never "complete": callers refuse it
         identity = _identity(output)
@@ -114,6 +126,22 @@ def share_of_work(
         return list(share), skipped
 
 
+class Reporter(Protocol):
+    """Where `upscale_files` sends its lines as they happen (the CLI prints them above its progress bar)."""
+
+    def info(self, message: str) -> None: ...
+
+    def warning(self, message: str) -> None: ...
+
+    def error(self, message: str) -> None: ...
+
+
+def _with_path(message: str, path) -> str:
+    """`message` as one line that starts with `path` (load and video errors usually name it already)."""
+    message = message.splitlines()[0] if message else ""
+    return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
 def upscale_files(
     files: Sequence[str | os.PathLike],
     outputs: Sequence[str | os.PathLike],
@@ -122,9 +150,12 @@ def upscale_files(
     skip_existing: bool = False,
     device: str | torch.device | None = None,
     tile_size: int | str | None = "auto",
+    dtype: torch.dtype | str | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     video_options: dict | None = None,
     progress: bool = True,
+    reporter: Reporter | None = None,
 ) -> BatchResult:
     """Upscale `files[i]` into `outputs[i]` (images or videos, told apart by content), split across processes.
 
@@ -135,15 +166,20 @@ def upscale_files(
             that a file at its final path is complete); default: write every output.
         device: where to run; default: this process's accelerate device (its GPU under `accelerate launch` on
             GPUs), else the model's.
-        tile_size, max_pixels: passed to `upscale` for images.
+        tile_size, dtype, max_pixels, max_output_pixels: passed to `upscale` for images.
         video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size).
-        progress: a tqdm bar on the main process.
+        progress: a tqdm bar on the local main process (files, and frames of a video).
+        reporter: receives one line per failed file (`error`), per warning raised while upscaling an image
+            (`warning`, instead of the `warnings` module) and per video or lone image written (`info`), as they
+            happen. `BatchResult.failed` holds the same error lines.
+
+    Never raises for one bad file: an unreadable input, an output that is one of the inputs (also through a
+    link) or a failed write is recorded in `failed` and the other files go on.
     """
-    import torch
     from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    from .image_io import ImageLoadError, save_image
+    from .image_io import save_image
     from .inference import placed_model, upscale
 
     if len(files) != len(outputs):
@@ -156,31 +192,66 @@ def upscale_files(
     share, skipped = share_of_work(pairs, skip_existing=skip_existing, state=state)
     result = BatchResult(skipped=skipped if state.is_main_process else [], num_processes=state.num_processes)
     result.shares = [len(share)]
-    bar = tqdm(
-        share,
-        unit="file",
-        desc=f"x{model.config.upscale_factor}",
-        disable=not (progress and state.is_main_process and len(share) > 1),
-    )
-    inputs = {_identity(f) for f, _ in pairs} - {None}
+    if reporter is not None and skipped and state.is_main_process:
+        reporter.info(f"{len(skipped)} output(s) already there, left as they are (skip existing)")
+    show = progress and state.is_local_main_process
+    bar = tqdm(share, unit="file", desc=f"x{model.config.upscale_factor}", disable=not show or len(share) < 2)
+    inputs = _identities(f for f, _ in pairs)
+
+    def fail(source: Path, message: str) -> None:
+        result.failed.append((str(source), message))
+        if reporter is not None:
+            reporter.error(message)
+
     for source, target in bar:
-        if _identity(target) in inputs:  # share_of_work leaves these pending for us to refuse (as the CLI does)
-            result.failed.append((str(source), f"refusing to overwrite an input file ({target} is one)"))
+        same = inputs.get(_identity(target))
+        if same is not None:  # share_of_work leaves these pending for us to refuse
+            fail(source, f"{source}: refusing to overwrite the input file {same} (-o {target} is that file)")
             continue
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            if is_video(source):
-                upscale_video(
-                    source, target, model, device=device, progress=progress and len(pairs) == 1,
-                    **(video_options or {}),
+        except OSError as error:
+            fail(source, f"{target.parent}: cannot create the output folder ({error.strerror or error})")
+            continue
+        if is_video(source):
+            try:
+                info = upscale_video(
+                    source, target, model, device=device, progress=show, **(video_options or {})
                 )  # fmt: skip
-            else:
-                image = upscale(str(source), model, tile_size=tile_size, device=device, max_pixels=max_pixels)
-                save_image(image, target)
-        except (ImageLoadError, VideoError, ValueError, OSError, torch.OutOfMemoryError) as error:
-            result.failed.append((str(source), str(error).splitlines()[0] if str(error) else type(error).__name__))
+            except (ValueError, RuntimeError, MemoryError, OSError) as error:  # VideoError is a ValueError
+                fail(source, _with_path(str(error) or type(error).__name__, source))
+                continue
+            result.written.append(str(target))
+            if reporter is not None:
+                reporter.info(f"{source} -> {target} ({info.width}x{info.height}, {info.frames} frames)")
+            continue
+        try:
+            with warnings.catch_warnings(record=reporter is not None) as caught:
+                if reporter is not None:
+                    warnings.simplefilter("always")
+                image = upscale(
+                    str(source),
+                    model,
+                    tile_size=tile_size,
+                    device=device,
+                    dtype=dtype,
+                    max_pixels=max_pixels,
+                    max_output_pixels=max_output_pixels,
+                )
+            for warning in caught or ():
+                reporter.warning(f"{source}: {warning.message}")
+        except (ValueError, RuntimeError, MemoryError, OSError) as error:  # ImageLoadError is a ValueError
+            fail(source, _with_path(str(error) or type(error).__name__, source))
+            continue
+        try:
+            save_image(image, target)
+        except (OSError, ValueError) as error:
+            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+            fail(source, f"{target}: cannot write ({reason}); {source} not saved")
             continue
         result.written.append(str(target))
+        if reporter is not None and len(pairs) < 2:
+            reporter.info(f"{source} -> {target} ({image.width}x{image.height})")
     if state.num_processes > 1:
         gathered = gather_object([result])
         result = BatchResult(
@@ -226,6 +297,7 @@ def output_suffix(source: str | os.PathLike) -> str:
 
 __all__ = [
     "BatchResult",
+    "Reporter",
     "add_arguments",
     "distributed_state",
     "output_suffix",

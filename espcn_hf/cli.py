@@ -33,7 +33,6 @@ from .image_io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     is_image_file,
-    save_image,
 )
 from .onnx_export import add_parser as add_export_parser
 from .video import VIDEO_EXTENSIONS
@@ -149,29 +148,6 @@ def plan_outputs(files: list[Path], output: Path, several: bool, factor: int) ->
     return [folder / n for n in unique]
 
 
-def _file_identities(paths: list[Path]) -> dict[tuple[int, int], Path]:
-    """(device, inode) -> path of each file that can be stat'ed: what `os.path.samefile` compares, gathered once
-    so that checking a target against every input costs one stat, not one per input."""
-    identities = {}
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue
-        identities.setdefault((st.st_dev, st.st_ino), path)
-    return identities
-
-
-def _same_file_as_an_input(target: Path, inputs: dict[tuple[int, int], Path]) -> Path | None:
-    """The input that `target` is (same file by identity: also a hard link or a symlink to it), or None;
-    `inputs` comes from `_file_identities`."""
-    try:
-        st = os.stat(target)
-    except OSError:
-        return None
-    return inputs.get((st.st_dev, st.st_ino))
-
-
 # --- the upscale command ---------------------------------------------------------------------------------------
 
 
@@ -247,13 +223,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def _upscale_files(
     args: argparse.Namespace, files: list[Path], failures: int, several: bool, output: Path, report: Reporter
 ) -> int:
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    from .batch import distributed_state, process_device, share_of_work, video_options
-    from .inference import upscale
+    from .batch import distributed_state, process_device, upscale_files, video_options
     from .pretrained import CheckpointError, resolve_model
-    from .video import is_video, upscale_video
 
     state = distributed_state()  # under `accelerate launch`: this process's rank and device
     device = process_device(args.device, state)
@@ -263,89 +234,39 @@ def _upscale_files(
         report.error(str(error))
         return EXIT_FAILURES
     report.info(source)
-    factor = model.config.upscale_factor
-    targets = plan_outputs(files, output, several, factor)
+    targets = plan_outputs(files, output, several, model.config.upscale_factor)
     try:
         targets[0].parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         report.error(f"{targets[0].parent}: cannot create the output folder ({error.strerror or error})")
         return EXIT_FAILURES
-
-    written = 0
     # Under `accelerate launch` each process takes its share; --skip-existing leaves complete outputs (resume).
-    pairs, skipped = share_of_work(list(zip(files, targets, strict=True)), skip_existing=args.skip_existing)
-    if skipped and state.is_main_process:
-        report.info(f"{len(skipped)} output(s) already there, left as they are (--skip-existing)")
-    bar = tqdm(
-        pairs,
-        desc=f"x{factor}",
-        unit="file",
-        disable=len(pairs) < 2 or args.quiet or not state.is_local_main_process,
+    result = upscale_files(
+        files,
+        targets,
+        model,
+        skip_existing=args.skip_existing,
+        device=device,
+        tile_size=args.tile,
+        dtype=args.dtype,
+        max_pixels=args.max_pixels or None,
+        max_output_pixels=args.max_output_pixels or None,
+        video_options=video_options(args),
+        progress=not args.quiet,
+        reporter=report,
     )
-    input_identities = _file_identities(files)
-    with logging_redirect_tqdm():
-        for source_path, target in bar:
-            same = _same_file_as_an_input(target, input_identities)
-            if same is not None:
-                report.error(
-                    f"{source_path}: refusing to overwrite the input file {same} (-o {target} is that file)"
-                )
-                failures += 1
-                continue
-            if is_video(source_path):
-                try:
-                    info = upscale_video(
-                        source_path,
-                        target,
-                        model,
-                        device=device,
-                        progress=not args.quiet,
-                        **video_options(args),
-                    )
-                except (ValueError, RuntimeError, MemoryError) as error:  # VideoError is a ValueError
-                    report.error(str(error) if str(source_path) in str(error) else f"{source_path}: {error}")
-                    failures += 1
-                    continue
-                written += 1
-                report.info(f"{source_path} -> {target} ({info.width}x{info.height}, {info.frames} frames)")
-                continue
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    result = upscale(
-                        str(source_path),
-                        model,
-                        tile_size=args.tile,
-                        device=device,
-                        dtype=args.dtype,
-                        max_pixels=args.max_pixels or None,
-                        max_output_pixels=args.max_output_pixels or None,
-                    )
-                for warning in caught:
-                    report.warning(f"{source_path}: {warning.message}")
-            except (ValueError, RuntimeError, MemoryError) as error:  # ImageLoadError is a ValueError
-                message = str(error)  # ImageLoadError messages from load_image start with the path already
-                report.error(message if message.startswith(str(source_path)) else f"{source_path}: {message}")
-                failures += 1
-                continue
-            try:
-                save_image(result, target)
-            except (OSError, ValueError) as error:
-                reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-                report.error(f"{target}: cannot write ({reason}); {source_path} not saved")
-                failures += 1
-                continue
-            written += 1
-            if len(files) < 2:
-                report.info(f"{source_path} -> {target} ({result.width}x{result.height})")
+    failures += len(result.failed)
     if failures:
-        report.write(f"{failures} input(s) failed, {written} written", sys.stderr)
+        if state.is_main_process:
+            report.write(f"{failures} input(s) failed, {len(result.written)} written", sys.stderr)
         return EXIT_FAILURES
     return EXIT_OK
 
 
-def _tile_size(value: str):
-    from .inference import parse_tile_size  # imported only when --tile is given
+def tile_size_type(value: str):
+    """argparse type of a tile-size option (`--tile` here, `--tile-size` in scripts/): `inference.parse_tile_size`,
+    whose ValueError becomes a usage error."""
+    from .inference import parse_tile_size  # imported only when the option is given: --help stays light
 
     try:
         return parse_tile_size(value)
@@ -395,7 +316,7 @@ def add_upscale_parser(subparsers) -> None:
     )
     up.add_argument(
         "--tile",
-        type=_tile_size,
+        type=tile_size_type,
         default="auto",
         help="tile size in input pixels; 'auto' = whole frames on a GPU when they fit, 256 on CPU; 0 = none "
         "(tiled output equals untiled)",

@@ -32,6 +32,7 @@ Decisions, in the order a reader meets them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import queue
@@ -139,10 +140,21 @@ def is_video(path: str | os.PathLike) -> bool:
     """True when FFmpeg can read `path` as a video (see the module docstring for GIFs and still images).
 
     Without PyAV a file counts as a video by its extension alone (GIFs excepted), so that `upscale_video` can say
-    which extra to install instead of the file being refused as a broken image."""
+    which extra to install instead of the file being refused as a broken image. The answer is remembered per file
+    version (path, inode, size, modification time): naming an output and then upscaling it opens the file once."""
     if not _have_pyav():
         suffix = Path(path).suffix.lower()
         return suffix in VIDEO_EXTENSIONS and suffix != ".gif"
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return False
+    return _probe_is_video(os.fspath(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_is_video(path: str, version: tuple[int, int, int, int]) -> bool:
+    """`is_video` by opening the file; `version` (from os.stat) is only part of the cache key."""
     try:
         container = _open_input(path)
     except VideoError:

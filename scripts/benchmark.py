@@ -31,8 +31,9 @@ from bench_common import REPO, median_ms, opencv_espcn, test_frame
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
+from espcn_hf.cli import tile_size_type
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.inference import INFERENCE_MODES, parse_tile_size, upscale_tensor
+from espcn_hf.inference import INFERENCE_MODES, upscale_tensor
 from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 FRAMES = {3: (360, 640), 2: (540, 960), 4: (270, 480)}  # LR (H, W) giving a 1920x1080 output
@@ -166,14 +167,6 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def tile_size(value: str) -> int | str | None:
-    """argparse type over `inference.parse_tile_size` (its ValueError becomes a usage error)."""
-    try:
-        return parse_tile_size(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -190,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--tile",
-        type=tile_size,
+        type=tile_size_type,
         default="auto",
         help="tile_size for the network rows: 'auto' (what upscale() does), 0 or 'none' = whole frame",
     )

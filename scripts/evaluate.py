@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+from espcn_hf.cli import tile_size_type
 from espcn_hf.data import BENCHMARK_SETS, load_benchmark
 from espcn_hf.evaluation import OPENCV_PEERS, bicubic_upscaler, evaluate, opencv_upscaler
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.inference import load_model, parse_tile_size
+from espcn_hf.inference import load_model
 from espcn_hf.visualization import save_evaluation_picture
 
 NO_MODEL = "bicubic-only"
@@ -38,14 +39,6 @@ DATA_DIR = Path(
 def model_name(model: str) -> str:
     """The name used in file names and tables: the folder name, or the part of a repo id after '/'."""
     return Path(model.rstrip("/")).name
-
-
-def tile_size(value: str) -> int | str | None:
-    """argparse type over `inference.parse_tile_size` (its ValueError becomes a usage error)."""
-    try:
-        return parse_tile_size(value)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def environment(device: str) -> dict:
@@ -85,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile-size", type=tile_size, default="auto", help="'auto', 'none' or LR pixels")
+    parser.add_argument("--tile-size", type=tile_size_type, default="auto", help="'auto', 'none' or LR pixels")
     parser.add_argument("--no-picture", action="store_true", help="skip the comparison PNG")
     parser.add_argument(
         "--threads",

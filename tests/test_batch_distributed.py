@@ -62,6 +62,41 @@ def test_one_process_writes_skips_and_reports_bad_files(folder, tiny_checkpoint,
     assert len(upscale_files(files, outputs, tiny_checkpoint).written) == NUM_IMAGES  # default: write all
 
 
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lines: dict[str, list[str]] = {"info": [], "warning": [], "error": []}
+
+    def info(self, message: str) -> None:
+        self.lines["info"].append(message)
+
+    def warning(self, message: str) -> None:
+        self.lines["warning"].append(message)
+
+    def error(self, message: str) -> None:
+        self.lines["error"].append(message)
+
+
+def test_reporter_gets_each_failure_as_it_happens(folder, tiny_checkpoint, tmp_path):
+    """The CLI's loop is this one: a reporter receives one error line per failed file (the lines in `failed`),
+    an input named as an output is refused (also through a hard link) and the other files are still done."""
+    files, outputs = folder
+    bad = tmp_path / "in" / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    link = tmp_path / "out" / "link_x3.png"
+    link.parent.mkdir()
+    os.link(files[1], link)
+    before = files[1].read_bytes()
+    recorder = Recorder()
+    result = upscale_files(
+        [*files, bad, files[0]], [*outputs, tmp_path / "out" / "broken_x3.png", link], tiny_checkpoint,
+        reporter=recorder, progress=False,
+    )  # fmt: skip
+    assert recorder.lines["error"] == [message for _, message in result.failed]
+    assert [source for source, _ in result.failed] == [str(bad), str(files[0])]
+    assert recorder.lines["error"][0].startswith(str(bad)) and "refusing to overwrite" in recorder.lines["error"][1]
+    assert files[1].read_bytes() == before and len(result.written) == NUM_IMAGES
+
 JOB = """
 import json, os, sys, time
 from pathlib import Path

@@ -155,6 +155,21 @@ def test_detection_by_content(clip, tmp_path):
     assert not is_video(tmp_path / "missing.mp4")
 
 
+
+def test_detection_opens_each_file_version_once(clip, tmp_path, monkeypatch):
+    """The CLI names an output (.mp4 or .png) and then upscales: the file is probed once, not once per question;
+    a rewritten file (new size / modification time) is probed again."""
+    import espcn_hf.video as video
+
+    opened = []
+    real_open = video._open_input
+    monkeypatch.setattr(video, "_open_input", lambda path: opened.append(path) or real_open(path))
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(clip.read_bytes())
+    assert is_video(copy) and is_video(str(copy)) and len(opened) == 1
+    Image.fromarray(clip_frame(0)).save(copy, format="PNG")  # same name, now a still image
+    assert not is_video(copy) and len(opened) == 2
+
 def test_webm_vp9_input_detected_by_content(model, tmp_path):
     clip = make_clip(tmp_path / "clip.webm", frames=3, audio=False, rotation=None, codec="libvpx-vp9")
     renamed = tmp_path / "clip.video"
