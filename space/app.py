@@ -312,17 +312,11 @@ def super_resolve(image, scale, downscale_first: bool = False):
     return (str(bicubic_path), str(espcn_path)), "\n\n".join(info), str(espcn_path)
 
 
-def _video_seconds(path: str, frames: int, rate) -> float | None:
-    """The clip's duration from its container (or frames / rate), None when neither says."""
-    import av
-
-    try:
-        with av.open(path) as container:
-            if container.duration:
-                return container.duration / av.time_base
-    except (av.error.FFmpegError, OSError):
-        pass
-    return frames / float(rate) if frames and rate else None
+def _video_seconds(probe) -> float | None:
+    """The clip's duration from its container (`probe_video`), else frames / rate; None when neither says."""
+    if probe.duration:
+        return probe.duration
+    return probe.frames / float(probe.rate) if probe.frames and probe.rate else None
 
 
 def super_resolve_video(video, scale, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (gradio's idiom)
@@ -356,7 +350,7 @@ def super_resolve_video(video, scale, progress=gr.Progress(track_tqdm=True)):  #
             f"demo's video output is at most 1080p ({MAX_VIDEO_OUTPUT[0]}×{MAX_VIDEO_OUTPUT[1]}). "
             + (f"Pick {' or '.join(fits)}." if fits else "Please resize the clip first.")
         )
-    seconds = _video_seconds(path, probe.frames, probe.rate)
+    seconds = _video_seconds(probe)
     if seconds is None or seconds > MAX_VIDEO_SECONDS + 0.05 or probe.frames > MAX_VIDEO_FRAMES:
         length = f"{seconds:.1f} s" if seconds is not None else "of unknown length"
         raise gr.Error(
