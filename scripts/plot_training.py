@@ -2,6 +2,8 @@
 
     python scripts/plot_training.py runs/espcn-x3 -o benchmarks/training_curve.png
     python scripts/plot_training.py runs/espcn-x3 runs/espcn-paper-x3 --metric set14_psnr -o curves.png
+    python scripts/plot_training.py benchmarks/runs/espcn-x3-cpu benchmarks/runs/espcn-x3-gpu --log-time \
+        --baseline-json benchmarks/eval_peers_x3.json -o benchmarks/time_to_quality.png   # both devices
 
 Each RUN_DIR holds the `metrics.jsonl` and `run.json` written by `scripts/train.py`. The dashed line is the
 bicubic PSNR of the same validation set + `--margin` dB: from `--baseline-json` (an evaluation JSON of
@@ -45,7 +47,8 @@ def load_run(run_dir: Path, metric: str) -> dict:
     bicubic = info.get("bicubic", {}).get(metric)
     if bicubic is None and metric == "set5_psnr":
         bicubic = BICUBIC_SET5.get(scale)
-    return {"name": run_dir.name, "records": records, "bicubic": bicubic, "scale": scale}
+    device = info.get("device")
+    return {"name": run_dir.name, "records": records, "bicubic": bicubic, "scale": scale, "device": device}
 
 
 def minutes_to_pass(records: list[dict], metric: str, threshold: float) -> float | None:
@@ -65,6 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline-json", type=Path, nargs="*", default=[], help="evaluation JSONs for bicubic"
     )
+    parser.add_argument(
+        "--log-time",
+        action="store_true",
+        help="logarithmic minutes axis (runs of a few GPU minutes beside CPU runs of an hour)",
+    )
     args = parser.parse_args(argv)
     baselines = dict(baseline_from_eval_json(path, args.metric) for path in args.baseline_json)
 
@@ -79,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         run["bicubic"] = baselines.get(run["scale"], run["bicubic"])
         records = run["records"]
         color = f"C{index}"
-        label = run["name"] + (f" (x{run['scale']})" if run["scale"] else "")
+        facts = [f"x{run['scale']}" if run["scale"] else "", run["device"] or ""]
+        label = run["name"] + (f" ({', '.join(f for f in facts if f)})" if any(facts) else "")
         steps = [r["step"] for r in records]
         minutes = [r["seconds"] / 60.0 for r in records]
         values = [r[args.metric] for r in records]
@@ -104,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     by_time.set(
         xlabel="training wall-clock (minutes)", title=f"{metric_label} vs time (dashed: bicubic + margin)"
     )
+    if args.log_time:
+        by_time.set_xscale("log")
     for axis in (by_step, by_time):
         axis.grid(alpha=0.3)
     by_step.legend(loc="lower right")
