@@ -63,17 +63,17 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{target.stem}.", suffix=f"{suffix}{PARTIAL_SUFFIX}", dir=folder
     )
-    os.close(fd)
     tmp = Path(tmp_name)
-    # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), or keep the
-    # mode of the file it replaces.
-    try:
-        mode = target.stat().st_mode & 0o7777
-    except OSError:
-        mode = 0o666 & ~current_umask()
-    with contextlib.suppress(OSError):
-        os.chmod(tmp, mode)
-    try:
+    try:  # from here on, any exception (also a SIGINT while the mode is set) removes the temporary file
+        os.close(fd)
+        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), or keep the
+        # mode of the file it replaces.
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except OSError:
+            mode = 0o666 & ~current_umask()
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, mode)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())

@@ -50,3 +50,17 @@ def test_new_files_get_the_usual_mode_and_replacements_keep_theirs(tmp_path):
     kept.chmod(0o640)
     atomic_write_text(kept, "y")
     assert stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+def test_interrupt_while_the_temporary_file_is_prepared_leaves_nothing(tmp_path, monkeypatch):
+    """A SIGINT right after the temporary file appears (while its mode is set) used to leave it behind: the
+    fault test sends its signal exactly then."""
+    import espcn_hf.fileio as fileio
+
+    def interrupted(path, mode):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fileio.os, "chmod", interrupted)
+    with pytest.raises(KeyboardInterrupt), fileio.atomic_path(tmp_path / "out.png"):
+        pass
+    assert list(tmp_path.iterdir()) == []
