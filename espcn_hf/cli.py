@@ -223,6 +223,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 def _upscale_files(
     args: argparse.Namespace, files: list[Path], failures: int, several: bool, output: Path, report: Reporter
 ) -> int:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from .batch import distributed_state, process_device, upscale_files, video_options
     from .pretrained import CheckpointError, resolve_model
 
@@ -241,20 +243,21 @@ def _upscale_files(
         report.error(f"{targets[0].parent}: cannot create the output folder ({error.strerror or error})")
         return EXIT_FAILURES
     # Under `accelerate launch` each process takes its share; --skip-existing leaves complete outputs (resume).
-    result = upscale_files(
-        files,
-        targets,
-        model,
-        skip_existing=args.skip_existing,
-        device=device,
-        tile_size=args.tile,
-        dtype=args.dtype,
-        max_pixels=args.max_pixels or None,
-        max_output_pixels=args.max_output_pixels or None,
-        video_options=video_options(args),
-        progress=not args.quiet,
-        reporter=report,
-    )
+    with logging_redirect_tqdm():  # library log lines print above the progress bar, as the reporter's do
+        result = upscale_files(
+            files,
+            targets,
+            model,
+            skip_existing=args.skip_existing,
+            device=device,
+            tile_size=args.tile,
+            dtype=args.dtype,
+            max_pixels=args.max_pixels or None,
+            max_output_pixels=args.max_output_pixels or None,
+            video_options=video_options(args),
+            progress=not args.quiet,
+            reporter=report,
+        )
     failures += len(result.failed)
     if failures:
         if state.is_main_process:
