@@ -596,6 +596,14 @@ def init_from_pretrained(model: nn.Module, source: str | os.PathLike) -> dict:
     return {"copied": copied, "skipped": skipped}
 
 
+def device_name(device: torch.device | str) -> str:
+    """What a run's metrics were measured on, for run.json: the GPU's name, or the CPU count and torch threads."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type}: {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads"
+
+
 # ------------------------------------------------------------------------------------------- data path
 def _available_host_bytes() -> int:
     try:
@@ -715,6 +723,7 @@ __all__ = [
     "apply_overrides",
     "bicubic_baseline",
     "validate",
+    "device_name",
     "init_from_pretrained",
     "latest_checkpoint",
     "list_checkpoints",

@@ -3,8 +3,11 @@
     python scripts/summarize_results.py                 # print the section
     python scripts/summarize_results.py --write-readme  # replace it in README.md (between the results markers)
 
-Sources: `benchmarks/eval_<model>_x<r>.json` (`espcn_hf.evaluation.EvalReport` files of scripts/evaluate.py) and
-`benchmarks/speed_cpu.json` (scripts/benchmark.py). Each target of the project's issues is printed with the measured figure and met / NOT met.
+Sources: `benchmarks/eval_<model>_x<r>.json` (`espcn_hf.evaluation.EvalReport` files of scripts/evaluate.py),
+`benchmarks/speed_cpu.json` (scripts/benchmark.py) and, from a GPU slot (scripts/train_gpu.sh, scripts/bench_gpu.sh):
+`benchmarks/data_throughput_cuda.json`, `benchmarks/runs/espcn-x3-{cpu,gpu}/metrics.jsonl`,
+`benchmarks/speed_cuda{,_whole_frame}.json` and `benchmarks/speed_video_cuda.md`. Each target of the project's
+issues is printed with the measured figure and met / NOT met.
 tests/test_results_summary.py checks that README.md holds exactly what this script prints.
 """
 
@@ -17,6 +20,7 @@ from pathlib import Path
 
 from espcn_hf.evaluation import EvalReport, format_scores
 from espcn_hf.fileio import atomic_write_text
+from espcn_hf.training import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
@@ -30,6 +34,13 @@ QUALITY_TARGETS = {
     ("espcn-paper-x3", 3): {"Set5": 32.6},
 }
 SETS = ("Set5", "Set14", "BSD100", "Urban100")
+# The training issue's GPU targets: 32x32 LR patches/s of the device data path, and the x3 curve of scripts/train.py
+# on one GPU (Set5 PSNR-Y by these training seconds). The video issue's: the default tile path within 1.2x of the
+# whole-frame model time, and 360p -> 1080p x3 video end to end at 120 fps or more.
+CUDA_PATCHES_PER_S = 90_000
+GPU_CURVE_TARGETS = ((90, 32.6), (240, 33.0))
+TILE_OVERHEAD = 1.2
+VIDEO_FPS = 120.0
 
 
 def _load(path: Path) -> dict | None:
@@ -134,9 +145,135 @@ def speed_section(benchmarks: Path) -> tuple[list[str], list[str]]:
     return lines, targets
 
 
+def _markdown_rows(path: Path) -> list[dict]:
+    """The rows of the first markdown table in `path` as {header: cell} (the video benchmark writes markdown)."""
+    rows, header = [], None
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        if not line.startswith("|"):
+            if header:
+                break
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+        elif not set("".join(cells)) <= set("-: "):
+            rows.append(dict(zip(header, cells, strict=False)))
+    return rows
+
+
+def _curve(benchmarks: Path, name: str) -> list[dict]:
+    path = benchmarks / "runs" / name / "metrics.jsonl"
+    return [r for r in read_metrics(path) if "set5_psnr" in r] if path.is_file() else []
+
+
+def _run_device(benchmarks: Path, info: dict, name: str) -> str:
+    """A run's device as run.json names it (`device_name`, newer runs), else its device type, with the GPU's name
+    from the slot's timing log (`gpu: NAME, ...`), and its mixed precision."""
+    label = info.get("device_name") or info.get("device", name)
+    timing = benchmarks / "runs" / "gpu_slot_timing.txt"
+    if "device_name" not in info and label.startswith("cuda") and timing.is_file():
+        gpus = [
+            line[5:].split(",")[0] for line in timing.read_text().splitlines() if line.startswith("gpu: ")
+        ]
+        label = f"{label} ({gpus[0]})" if gpus else label
+    precision = info.get("mixed_precision")
+    return f"{label}, {'fp32' if precision in (None, 'no') else precision}"
+
+
+def gpu_section(benchmarks: Path) -> tuple[list[str], list[str]]:
+    lines, targets = [], []
+    data = _load(benchmarks / "data_throughput_cuda.json")
+    if data is not None:
+        got = data["patches_per_s"]
+        ok = "met" if got >= CUDA_PATCHES_PER_S else "**NOT met**"
+        targets.append(
+            f"| device data path on {data['device']}: >= {CUDA_PATCHES_PER_S:,} 32x32 patches/s | {got:,} | {ok} |"
+        )
+    gpu_curve = _curve(benchmarks, "espcn-x3-gpu")
+    for seconds, minimum in GPU_CURVE_TARGETS if gpu_curve else ():
+        by_then = [r["set5_psnr"] for r in gpu_curve if r["seconds"] <= seconds]
+        got = max(by_then) if by_then else float("nan")
+        first = next((r["seconds"] for r in gpu_curve if r["set5_psnr"] >= minimum), None)
+        when = f"; first at {first:.0f} s" if first is not None else "; never in the run"
+        ok = "met" if got >= minimum else f"**NOT met** ({got - minimum:+.2f} dB{when})"
+        targets.append(
+            f"| x3 on one GPU (scripts/train.py): Set5 >= {minimum} dB by {seconds} s | {got:.2f} | {ok} |"
+        )
+    peers = _load_report(benchmarks / "eval_peers_x3.json")
+    bicubic = peers.scores("Set5", "bicubic") if peers else None
+    if bicubic is not None and gpu_curve:
+        threshold = bicubic.psnr_y + 2.0
+        lines += [
+            f"### Time to quality: x3 from scratch until Set5 passes bicubic + 2 dB ({threshold:.2f} dB)",
+            "",
+            "| device, precision | minutes | best Set5 in the run | steps | batch x LR patch |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("espcn-x3-cpu", "espcn-x3-gpu"):
+            curve = _curve(benchmarks, name)
+            info = _load(benchmarks / "runs" / name / "run.json") or {}
+            if not curve:
+                continue
+            first = next((r["seconds"] / 60 for r in curve if r["set5_psnr"] >= threshold), None)
+            config = info.get("config", {})
+            lines.append(
+                f"| {_run_device(benchmarks, info, name)} | {'not reached' if first is None else f'{first:.1f}'} | "
+                f"{max(r['set5_psnr'] for r in curve):.2f} | {curve[-1]['step']:,} | "
+                f"{config.get('batch_size', '?')} x {config.get('patch_size', '?')}px |"
+            )
+        lines += ["", "Picture: [benchmarks/time_to_quality.png](benchmarks/time_to_quality.png).", ""]
+    auto, whole = _load(benchmarks / "speed_cuda.json"), _load(benchmarks / "speed_cuda_whole_frame.json")
+    if auto and whole:
+        whole_rows = {(r["scale"], r["method"]): r for r in whole["rows"]}
+        lines += [
+            f"### Speed on {auto['device']} (ms per 1920x1080 output frame, median)",
+            "",
+            "| scale | seven-layer, default path | whole frame | bf16 | paper, default path |",
+            "|---|---|---|---|---|",
+        ]
+        ratios = []
+        for row in auto["rows"]:
+            other = whole_rows.get((row["scale"], row["method"]))
+            if row["method"] == "espcn [channels_last]" and other:
+                ratios.append((row["ms"] / other["ms"], row["scale"]))
+        rows = {(r["scale"], r["method"]): r["ms"] for r in auto["rows"]}
+        for scale in (2, 3, 4):
+            cells = [
+                rows.get((scale, "espcn [channels_last]")),
+                whole_rows.get((scale, "espcn [channels_last]"), {}).get("ms"),
+                rows.get((scale, "espcn [bf16]")),
+                rows.get((scale, "espcn-paper [channels_last]")),
+            ]
+            lines.append(
+                f"| x{scale} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |"
+            )
+        lines += ["", f"Commands: `{auto['command']}`; `{whole['command']}`.", ""]
+        if ratios:
+            worst, scale = max(ratios)
+            ok = "met" if worst <= TILE_OVERHEAD else "**NOT met**"
+            targets.append(
+                f"| CUDA: default upscale_tensor path within {TILE_OVERHEAD}x of the whole-frame model "
+                f"(worst scale) | {worst:.2f}x (x{scale}) | {ok} |"
+            )
+    video = [
+        r for r in _markdown_rows(benchmarks / "speed_video_cuda.md") if "1920x1080" in r.get("case", "")
+    ]
+    if video:
+        row = video[0]
+        got = float(row["end to end"])
+        ok = "met" if got >= VIDEO_FPS else "**NOT met**"
+        split = f"decode {row['decode']}, SR {row['SR espcn']}, encode {row['encode']} fps"
+        targets.append(
+            f"| CUDA machine: video 640x360 -> 1920x1080 x3 end to end >= {VIDEO_FPS:.0f} fps | {got:.1f} fps "
+            f"({split}) | {ok} |"
+        )
+    return lines, targets
+
+
 def build(benchmarks: Path = BENCHMARKS) -> str:
     quality, quality_targets = quality_section(benchmarks)
     speed, speed_targets = speed_section(benchmarks)
+    gpu, gpu_targets = gpu_section(benchmarks)
     lines = [
         "_Generated by `python scripts/summarize_results.py --write-readme` from the files in benchmarks/._",
         "",
@@ -144,12 +281,14 @@ def build(benchmarks: Path = BENCHMARKS) -> str:
         "",
         *speed,
         "",
+        *gpu,
         "### Targets",
         "",
         "| target | measured | |",
         "|---|---|---|",
         *quality_targets,
         *speed_targets,
+        *gpu_targets,
     ]
     return "\n".join(lines).rstrip() + "\n"
 

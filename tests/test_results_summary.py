@@ -59,3 +59,31 @@ def test_results_are_read_as_eval_reports(tmp_path):
     (tmp_path / "eval_espcn-x3_x3.json").write_text('{"scale": 3, "results": {"Set5": []}}')
     with pytest.raises(EvalReportError, match="eval_espcn-x3_x3.json"):
         summarize.build(tmp_path)
+
+
+def test_gpu_targets_are_judged_from_the_slot_files(tmp_path):
+    import json
+
+    summarize = _summarize()
+    (tmp_path / "data_throughput_cuda.json").write_text(json.dumps({"device": "GPU X", "patches_per_s": 80000}))
+    run = tmp_path / "runs" / "espcn-x3-gpu"
+    run.mkdir(parents=True)
+    curve = [(2000, 45.0, 32.1), (4000, 88.0, 32.62), (6000, 200.0, 32.9), (8000, 240.0, 32.95)]
+    run.joinpath("metrics.jsonl").write_text(
+        "".join(json.dumps({"step": a, "seconds": b, "set5_psnr": c}) + "\n" for a, b, c in curve)
+    )
+    run.joinpath("run.json").write_text(json.dumps({"device": "cuda", "mixed_precision": "bf16"}))
+    rows = [{"scale": 3, "method": "espcn [channels_last]", "ms": 1.3}]
+    whole = [{"scale": 3, "method": "espcn [channels_last]", "ms": 1.0}]
+    for name, r in (("speed_cuda.json", rows), ("speed_cuda_whole_frame.json", whole)):
+        (tmp_path / name).write_text(json.dumps({"device": "GPU X", "command": "cmd", "rows": r}))
+    (tmp_path / "speed_video_cuda.md").write_text(
+        "# t\n\n| case | decode | SR espcn | encode | end to end |\n|---|---:|---:|---:|---:|\n"
+        "| x3 640x360 -> 1920x1080 | 300.0 | 200.0 | 150.0 | 130.5 |\n"
+    )
+    text = summarize.build(tmp_path)
+    assert "| device data path on GPU X: >= 90,000 32x32 patches/s | 80,000 | **NOT met** |" in text
+    assert "Set5 >= 32.6 dB by 90 s | 32.62 | met |" in text
+    assert "Set5 >= 33.0 dB by 240 s | 32.95 | **NOT met** (-0.05 dB; never in the run) |" in text
+    assert "whole-frame model (worst scale) | 1.30x (x3) | **NOT met** |" in text
+    assert "end to end >= 120 fps | 130.5 fps (decode 300.0, SR 200.0, encode 150.0 fps) | met |" in text

@@ -560,3 +560,10 @@ def test_bf16_channels_last_and_accumulation_on_the_device_path(tmp_path, data_d
     # the data position saved in the checkpoint: 2 batches per optimizer step
     state = torch.load(out / "checkpoints" / "step_4" / "custom_checkpoint_0.pkl", weights_only=False)
     assert state["step"] == 4 and state["data_step"] == 8
+
+
+def test_device_name_says_what_a_run_was_measured_on():
+    from espcn_hf.training import device_name
+
+    name = device_name("cpu")
+    assert name.startswith("cpu: ") and f"{os.cpu_count()} CPUs" in name and "torch threads" in name
