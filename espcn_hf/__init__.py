@@ -27,6 +27,7 @@ _EXPORTS = {
     "load_model": "pretrained",
     "resolve_model": "pretrained",
     "upscale": "inference",
+    "upscale_frames": "video",
     "upscale_video": "video",
     "VideoError": "video",
     "is_video": "video",
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
     from .onnx_export import export_onnx
     from .pretrained import load_model, resolve_model
     from .registration import register
-    from .video import VideoError, is_video, upscale_video
+    from .video import VideoError, is_video, upscale_frames, upscale_video
 
 
 def __getattr__(name: str):
@@ -78,5 +79,6 @@ __all__ = [
     "register",
     "resolve_model",
     "upscale",
+    "upscale_frames",
     "upscale_video",
 ]

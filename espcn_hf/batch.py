@@ -31,6 +31,7 @@ from .video import (
     DEFAULT_CODEC,
     DEFAULT_CRF,
     DEFAULT_PIX_FMT,
+    PRESETS,
     is_video,
     upscale_video,
 )
@@ -52,7 +53,11 @@ class BatchResult:
     shares: list[int] = field(default_factory=list)  # files each process was given, by process index
 
     def summary(self) -> str:
-        split = f"{self.num_processes} processes: {'+'.join(map(str, self.shares))}" if self.num_processes > 1 else "1 process"
+        split = (
+            f"{self.num_processes} processes: {'+'.join(map(str, self.shares))}"
+            if self.num_processes > 1
+            else "1 process"
+        )
         return f"{len(self.written)} written, {len(self.skipped)} already there (skipped), {len(self.failed)} failed ({split})"
 
 
@@ -75,7 +80,8 @@ def process_device(device: str | torch.device | None, state=None) -> str | torch
 
     state = state or distributed_state()
     if state.num_processes > 1 and (
-        device is None or (torch.device(device).type == state.device.type and torch.device(device).index is None)
+        device is None
+        or (torch.device(device).type == state.device.type and torch.device(device).index is None)
     ):
         return state.device
     return device
@@ -115,7 +121,9 @@ def share_of_work(
     state = state or distributed_state()
     inputs = _identities(f for f, _ in pairs)
 
-    def complete(output) -> bool:  # an output that is one of the inputs is never "complete": callers refuse it
+    def complete(
+        output,
+    ) -> bool:  # an output that is one of the inputs is never "complete": callers refuse it
         identity = _identity(output)
         return skip_existing and identity is not None and identity not in inputs
 
@@ -167,7 +175,7 @@ def upscale_files(
         device: where to run; default: this process's accelerate device (its GPU under `accelerate launch` on
             GPUs), else the model's.
         tile_size, dtype, max_pixels, max_output_pixels: passed to `upscale` for images.
-        video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size).
+        video_options: keyword arguments for `upscale_video` (crf, codec, pix_fmt, batch_size, preset).
         progress: a tqdm bar on the local main process (files, and frames of a video).
         reporter: receives one line per failed file (`error`), per warning raised while upscaling an image
             (`warning`, instead of the `warnings` module) and per video or lone image written (`info`), as they
@@ -274,10 +282,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "atomically, so an output at its final path is complete)",
     )
     group = parser.add_argument_group("video inputs")
-    group.add_argument("--crf", type=int, default=DEFAULT_CRF, help="video quality, lower is better (0 = lossless)")
+    group.add_argument(
+        "--crf", type=int, default=DEFAULT_CRF, help="video quality, lower is better (0 = lossless)"
+    )
     group.add_argument("--codec", default=DEFAULT_CODEC, help="FFmpeg video encoder (default libx264)")
     group.add_argument("--pix-fmt", default=DEFAULT_PIX_FMT, help="output pixel format (default yuv420p)")
-    group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="video frames per forward pass")
+    group.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="video frames per forward pass"
+    )
+    group.add_argument(
+        "--preset",
+        choices=PRESETS,
+        default=None,
+        help="libx264/libx265 speed preset (default: the encoder's, medium); faster ones write larger files",
+    )
 
 
 def video_options(args: argparse.Namespace) -> dict:
@@ -287,6 +305,7 @@ def video_options(args: argparse.Namespace) -> dict:
         "codec": getattr(args, "codec", DEFAULT_CODEC),
         "pix_fmt": getattr(args, "pix_fmt", DEFAULT_PIX_FMT),
         "batch_size": getattr(args, "batch_size", DEFAULT_BATCH_SIZE),
+        "preset": getattr(args, "preset", None),
     }
 
 

@@ -46,6 +46,7 @@ examples:
   espcn-hf upscale in.png -o big.png --model espcn-hf/espcn-x2 --tile 0 --device cuda
   espcn-hf upscale scans/ -o out/ --max-pixels 0              # no input size limit
   espcn-hf upscale clip.mp4 -o clip_x3.mp4 --crf 18           # a video (any format FFmpeg reads)
+  espcn-hf upscale clip.mp4 -o clip_x3.mp4 --preset veryfast  # libx264 2.6x faster, same crf
   accelerate launch -m espcn_hf.cli upscale big/ -o out/ --skip-existing   # split over processes; resumable
 
 With one input file, OUT is a file if its name ends in an image extension, otherwise a folder (an existing

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -524,6 +525,20 @@ class RunLock:
             self._lock.release(force=True)
 
 
+@contextlib.contextmanager
+def _quiet_progress_bars():
+    """transformers' own progress bars off for the block (a process-wide switch, restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
 def save_model_folder(
     model,
     folder: str | os.PathLike,
@@ -540,7 +555,8 @@ def save_model_folder(
     tmp = folder.with_name(folder.name + TMP_SUFFIX)
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    with _quiet_progress_bars():  # a save every evaluation: no "Writing model shards" bar in the training log
+        model.save_pretrained(tmp, safe_serialization=True)
     ESPCNImageProcessor(upscale_factor=upscale_factor).save_pretrained(tmp)
     if extra is not None:
         (tmp / "eval_results.json").write_text(json.dumps(dict(extra), indent=2, sort_keys=True) + "\n")

@@ -58,7 +58,16 @@ DEFAULT_BATCH_SIZE = 4
 # by about 2 * QUEUE_BATCHES + 3 batches of frames whatever the video length.
 QUEUE_BATCHES = 2
 # Encoders that take a constant-quality `crf` option (lower = better; 0 = lossless for libx264 8-bit).
-CRF_CODECS = {"libx264": {}, "libx264rgb": {}, "libx265": {}, "libvpx-vp9": {"b": "0"}, "libaom-av1": {"b": "0"}}
+CRF_CODECS = {
+    "libx264": {},
+    "libx264rgb": {},
+    "libx265": {},
+    "libvpx-vp9": {"b": "0"},
+    "libaom-av1": {"b": "0"},
+}
+# Encoders with x264-style speed presets (`preset`): faster presets keep the crf quality target and write larger files.
+PRESET_CODECS = ("libx264", "libx264rgb", "libx265")
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 # File names a folder scan takes for videos (files named explicitly are probed by content whatever their name).
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv",
@@ -283,11 +292,48 @@ def _get(q: queue.Queue, stop: threading.Event):
 
 
 def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
+    """The decoded frames as one uint8 (N, H, W, 3) RGB tensor: it travels to the model's device as bytes (4x less
+    than float32) and becomes float there (`upscale_frames`)."""
     import numpy as np
     import torch
 
     arrays = [f.to_ndarray(format="rgb24", width=width, height=height) for f in frames]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.stack(arrays))
+
+
+def upscale_frames(
+    frames,
+    model: str | os.PathLike | ESPCNForImageSuperResolution,
+    *,
+    size: tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+):
+    """Super-resolve a batch of video frames: uint8 (N, H, W, 3) RGB (numpy array or tensor) -> uint8 numpy
+    (N, rH, rW, 3), cropped to `size` = (height, width) when given. The stage 2 of `upscale_video`, public for
+    pipelines of one's own (e.g. frames from OpenCV or a camera: convert BGR to RGB first). `model` and `device`
+    as in `upscale` (load a model once with `load_model` to reuse it across batches).
+
+    Everything between the two byte arrays runs on the model's device: on a GPU only bytes cross the bus, and the
+    float64 rounding of `quantize_uint8` runs there, not on the host. (Measured before: on an H100 whose network
+    takes 1.2 ms per 1080p frame, the SR stage with float frames and host-side rounding ran at 31.6 fps:
+    benchmarks/speed_video_cuda.md.)
+    """
+    import numpy as np
+    import torch
+
+    from .inference import placed_model, upscale
+    from .metrics import quantize_uint8
+
+    model = placed_model(model, device)
+    pixels = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {pixels.dtype} {tuple(pixels.shape)}")
+    device = next(model.parameters()).device
+    batch = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    result = upscale(batch, model)
+    if size is not None:
+        result = result[..., : size[0], : size[1]]
+    return quantize_uint8(result).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
 def upscale_video(
@@ -301,6 +347,7 @@ def upscale_video(
     crf: int | None = DEFAULT_CRF,
     codec: str = DEFAULT_CODEC,
     pix_fmt: str = DEFAULT_PIX_FMT,
+    preset: str | None = None,
     progress: bool = True,
 ) -> VideoInfo:
     """Super-resolve every frame of the video `src` into `dst` (container chosen by `dst`'s extension).
@@ -315,6 +362,10 @@ def upscale_video(
         crf: constant-quality setting for libx264/libx265/libvpx-vp9/libaom-av1 (0 = lossless with libx264,
             18 = visually lossless, 23 = FFmpeg's default); None leaves the encoder's default.
         codec, pix_fmt: the FFmpeg encoder and pixel format of the output (default H.264, yuv420p).
+        preset: the speed preset of libx264/libx265 (`PRESETS`, "ultrafast" ... "veryslow"); None = the encoder's
+            default ("medium"). At 1080p the encoder is the slowest stage after the network: on the 2-core CPU
+            "veryfast" encoded 2.6x and "ultrafast" 8.9x as many frames per second as "medium", at the same crf,
+            in files 1% smaller and 22% larger (benchmarks/speed_video_cpu.md).
         progress: show a tqdm bar (frames, frames per second).
 
     Returns: `VideoInfo` of the output. Raises `VideoError` for unreadable input or an impossible output.
@@ -324,12 +375,15 @@ def upscale_video(
     import av
     from tqdm.auto import tqdm
 
-    from .inference import placed_model, upscale
-    from .metrics import quantize_uint8
+    from .inference import placed_model
 
     src_path, dst_path = Path(src), Path(dst)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if preset is not None and (preset not in PRESETS or codec not in PRESET_CODECS):
+        raise ValueError(
+            f"preset={preset!r}: must be one of {PRESETS}, with one of the encoders {PRESET_CODECS} (codec={codec!r})"
+        )
     if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):  # links too
         raise VideoError(f"{dst}: refusing to overwrite the input video")
     if codec not in av.codecs_available:
@@ -346,7 +400,9 @@ def upscale_video(
         if stream is None:
             raise VideoError(f"{src}: has no video stream (audio only?)")
         if supported and av.codec.Codec(codec, "w").canonical_name not in supported:
-            raise VideoError(f"{dst}: the {format_name} format cannot store {codec} video; pick another extension")
+            raise VideoError(
+                f"{dst}: the {format_name} format cannot store {codec} video; pick another extension"
+            )
         audio_in = list(container.streams.audio)
         audio_codecs = tuple(a.codec_context.name for a in audio_in)
         for audio in audio_in:
@@ -363,8 +419,12 @@ def upscale_video(
         rate, duration = stream.average_rate or stream.guessed_rate, _duration(container, stream)
         bar = tqdm(total=stream.frames or None, unit="frame", desc=src_path.name, disable=not progress)
         stop = threading.Event()
-        decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)  # ("video", frames, pixels) | ("audio", packet)
-        upscaled: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)  # ("video", frames, uint8 RGB) | ("audio", packet)
+        decoded: queue.Queue = queue.Queue(
+            maxsize=QUEUE_BATCHES
+        )  # ("video", frames, pixels) | ("audio", packet)
+        upscaled: queue.Queue = queue.Queue(
+            maxsize=QUEUE_BATCHES
+        )  # ("video", frames, uint8 RGB) | ("audio", packet)
         written = {"frames": 0, "rotation": 0}
         try:
             with atomic_path(dst_path) as tmp, av.open(str(tmp), "w", format=format_name) as output:
@@ -391,7 +451,9 @@ def upscale_video(
                     video.width, video.height, video.pix_fmt = out_width, out_height, pix_fmt
                     video.time_base = stream.time_base
                     video.codec_context.time_base = stream.time_base
-                    video.codec_context.colorspace = first.colorspace if first.colorspace not in (0, 2) else 1  # BT.709
+                    video.codec_context.colorspace = (
+                        first.colorspace if first.colorspace not in (0, 2) else 1
+                    )  # BT.709
                     video.codec_context.color_range = 1  # limited ("tv") range
                     if first.color_primaries not in (0, 2):
                         video.codec_context.color_primaries = first.color_primaries
@@ -399,8 +461,15 @@ def upscale_video(
                         video.codec_context.color_trc = first.color_trc
                     if stream.sample_aspect_ratio:
                         video.codec_context.sample_aspect_ratio = stream.sample_aspect_ratio
-                    if crf is not None and codec in CRF_CODECS:
-                        video.options = {"crf": str(crf), **CRF_CODECS[codec]}
+                    options = (
+                        {"crf": str(crf), **CRF_CODECS[codec]}
+                        if crf is not None and codec in CRF_CODECS
+                        else {}
+                    )
+                    if preset is not None:
+                        options["preset"] = preset
+                    if options:
+                        video.options = options
                     matrix = _display_matrix(first)
                     if matrix is not None:
                         video.set_display_matrix(matrix)
@@ -420,7 +489,9 @@ def upscale_video(
                                 audio_out = {a: output.add_stream_from_template(a) for a in audio_in}
                             for frame, array in zip(frames, rgb, strict=True):
                                 out = av.VideoFrame.from_ndarray(array, format="rgb24")
-                                out = out.reformat(format=pix_fmt, dst_colorspace=video.codec_context.colorspace)
+                                out = out.reformat(
+                                    format=pix_fmt, dst_colorspace=video.codec_context.colorspace
+                                )
                                 out.pts, out.time_base = frame.pts, frame.time_base
                                 output.mux(video.encode(out))
                             written["frames"] += len(frames)
@@ -441,8 +512,11 @@ def upscale_video(
                     while (item := _get(decoded, stop)) is not None:
                         if item[0] == "video":
                             _, frames, pixels = item
-                            result = upscale(pixels, model, device=device)[..., :out_height, :out_width]
-                            item = ("video", frames, quantize_uint8(result).permute(0, 2, 3, 1).cpu().numpy())
+                            item = (
+                                "video",
+                                frames,
+                                upscale_frames(pixels, model, size=(out_height, out_width)),
+                            )
                         _put(upscaled, item, stop)
                     _put(upscaled, None, stop)
                 except _Stopped:
@@ -476,10 +550,12 @@ def upscale_video(
 
 
 __all__ = [
+    "PRESETS",
     "VIDEO_EXTENSIONS",
     "VideoError",
     "VideoInfo",
     "is_video",
     "probe_video",
+    "upscale_frames",
     "upscale_video",
 ]

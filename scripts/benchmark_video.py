@@ -28,13 +28,12 @@ import numpy as np
 import torch
 from bench_common import REPO, median_ms, opencv_espcn
 
-from espcn_hf import upscale
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.metrics import quantize_uint8
 from espcn_hf.pretrained import load_model, packaged_weights
-from espcn_hf.video import DEFAULT_CRF, upscale_video
+from espcn_hf.video import DEFAULT_CRF, PRESETS, upscale_frames, upscale_video
 
 CASES = [(3, 640, 360), (3, 426, 240), (3, 320, 180)]  # (scale, LR width, LR height)
+ENCODER_PRESETS = ("medium", "veryfast", "ultrafast")  # timed on the first (largest) case
 
 
 def synthetic_frame(index: int, height: int, width: int) -> np.ndarray:
@@ -76,26 +75,25 @@ def decode_all(path: Path) -> list[np.ndarray]:
         return [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
 
 
-def sr_all(frames: list[np.ndarray], model, batch_size: int, device: str) -> list[np.ndarray]:
+def sr_all(frames: list[np.ndarray], model, batch_size: int) -> list[np.ndarray]:
+    """What `upscale_video`'s SR stage does: `espcn_hf.upscale_frames` (uint8 frames in, uint8 frames out)."""
     out = []
     for start in range(0, len(frames), batch_size):
-        batch = torch.from_numpy(np.stack(frames[start : start + batch_size])).permute(0, 3, 1, 2)
-        result = upscale(batch.float().div_(255), model, device=device)
-        out.extend(quantize_uint8(result).permute(0, 2, 3, 1).cpu().numpy())
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        out.extend(upscale_frames(np.stack(frames[start : start + batch_size]), model))
     return out
 
 
-def encode_all(frames: list[np.ndarray], path: Path, rate: int = 30) -> None:
+def encode_all(frames: list[np.ndarray], path: Path, preset: str | None, rate: int = 30) -> None:
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.codec_context.colorspace = 1
-        stream.options = {"crf": str(DEFAULT_CRF)}
+        stream.options = {"crf": str(DEFAULT_CRF), **({"preset": preset} if preset else {})}
         for i, array in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p", dst_colorspace=1)
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=1
+            )
             frame.pts, frame.time_base = i, Fraction(1, rate)
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
@@ -107,8 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (default: torch's)")
-    parser.add_argument("--output", type=Path, default=None, help="default: benchmarks/speed_video_<device>.md")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch and OpenCV threads (default: torch's)"
+    )
+    parser.add_argument(
+        "--preset", choices=PRESETS, default=None, help="libx264 speed preset (default: medium)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="default: benchmarks/speed_video_<device>.md"
+    )
     args = parser.parse_args(argv)
     device = args.device
     if args.threads:
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     models = {
         preset: load_model(packaged_weights(3, preset), device=device) for preset in ("espcn", "espcn-paper")
     }
-    rows = []
+    rows, preset_rows = [], []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -126,10 +131,13 @@ def main(argv: list[str] | None = None) -> int:
             make_clip(clip, width, height, args.frames)
             n = args.frames
             t_decode, frames = timed(lambda clip=clip: decode_all(clip), args.repeats)
-            row = {"case": f"x{scale} {width}x{height} -> {width * scale}x{height * scale}", "decode": n / t_decode}
+            row = {
+                "case": f"x{scale} {width}x{height} -> {width * scale}x{height * scale}",
+                "decode": n / t_decode,
+            }
             for preset, model in models.items():
                 t_sr, upscaled = timed(
-                    lambda model=model, frames=frames: sr_all(frames, model, args.batch_size, device), args.repeats
+                    lambda model=model, frames=frames: sr_all(frames, model, args.batch_size), args.repeats
                 )
                 row[f"SR {preset}"] = n / t_sr
                 if preset == "espcn":
@@ -139,21 +147,52 @@ def main(argv: list[str] | None = None) -> int:
                 bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
                 t_cv, _ = timed(lambda sr=sr, bgr=bgr: [sr.upsample(f) for f in bgr], args.repeats)
                 row["SR OpenCV ESPCN"] = n / t_cv
-            t_encode, _ = timed(lambda sr_frames=sr_frames: encode_all(sr_frames, tmp / "encoded.mp4"), args.repeats)
+            t_encode, _ = timed(
+                lambda sr_frames=sr_frames: encode_all(sr_frames, tmp / "encoded.mp4", args.preset),
+                args.repeats,
+            )
             row["encode"] = n / t_encode
+            if not rows:  # the largest case: what each libx264 speed preset costs (same frames, same crf)
+                for preset in ENCODER_PRESETS:
+                    t_preset, _ = timed(
+                        lambda sr_frames=sr_frames, preset=preset: encode_all(
+                            sr_frames, tmp / "p.mp4", preset
+                        ),
+                        args.repeats,
+                    )
+                    preset_rows.append((preset, n / t_preset, (tmp / "p.mp4").stat().st_size))
             t_e2e, _ = timed(
                 lambda clip=clip: upscale_video(
-                    clip, tmp / "e2e.mp4", models["espcn"], device=device, batch_size=args.batch_size, progress=False
+                    clip,
+                    tmp / "e2e.mp4",
+                    models["espcn"],
+                    device=device,
+                    batch_size=args.batch_size,
+                    preset=args.preset,
+                    progress=False,
                 ),
                 args.repeats,
             )
             row["end to end"] = n / t_e2e
             row["sum of stages"] = 1 / (1 / row["decode"] + 1 / row["SR espcn"] + 1 / row["encode"])
             rows.append(row)
-            print(" | ".join(f"{k}: {v:.1f}" if isinstance(v, float) else str(v) for k, v in row.items()), flush=True)
+            print(
+                " | ".join(f"{k}: {v:.1f}" if isinstance(v, float) else str(v) for k, v in row.items()),
+                flush=True,
+            )
 
-    columns = ["decode", "SR espcn", "SR espcn-paper", "SR OpenCV ESPCN", "encode", "end to end", "sum of stages"]
-    command = "python scripts/benchmark_video.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:]))
+    columns = [
+        "decode",
+        "SR espcn",
+        "SR espcn-paper",
+        "SR OpenCV ESPCN",
+        "encode",
+        "end to end",
+        "sum of stages",
+    ]
+    command = "python scripts/benchmark_video.py" + (
+        " " + " ".join(argv if argv is not None else sys.argv[1:])
+    )
     lines = [
         f"# Video super-resolution speed ({device})",
         "",
@@ -164,8 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs (a shared machine: compare columns of one row, not runs).  ",
         f"Clip: {args.frames} synthetic frames at 30 fps (H.264), batches of {args.batch_size} frames; "
         f"medians of {args.repeats} passes after a warm-up pass. Encoder: libx264 crf {DEFAULT_CRF}, yuv420p, "
-        "FFmpeg's default preset (medium). SR = `espcn_hf.upscale` default path (fp32, channels-last, 256-px tiles "
-        "on CPU) with the packaged x3 weights, OpenCV = dnn_superres ESPCN x3 on the same decoded frames.",
+        f"preset {args.preset or 'medium (FFmpeg default)'}. SR = `espcn_hf.upscale_frames` (uint8 frames in and "
+        "out; the default path: fp32, channels-last, 256-px tiles on CPU, whole frames on CUDA) with the packaged "
+        "x3 weights, OpenCV = dnn_superres ESPCN x3 on the same decoded frames.",
         "",
         "Frames per second (higher is better):",
         "",
@@ -173,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|" + "---:|" * len(columns),
     ]
     for row in rows:
-        lines.append(f"| {row['case']} | " + " | ".join(f"{row[c]:.1f}" if c in row else "n/a" for c in columns) + " |")
+        lines.append(
+            f"| {row['case']} | " + " | ".join(f"{row[c]:.1f}" if c in row else "n/a" for c in columns) + " |"
+        )
     lines += [
         "",
         "`end to end` is one `upscale_video` call, in which decoding and encoding run in their own threads while the "
@@ -181,12 +223,21 @@ def main(argv: list[str] | None = None) -> int:
         "the other, from the separate measurements. libx264 and the H.264 decoder use FFmpeg's own threads "
         "whatever the torch/OpenCV thread count.",
     ]
+    if preset_rows:
+        lines += [
+            "",
+            f"Encoder presets on the {rows[0]['case']} frames (libx264 crf {DEFAULT_CRF}, same frames; `--preset` of "
+            "`upscale_video` / `espcn-hf upscale`):",
+            "",
+            "| preset | encode fps | file size |",
+            "|---|---:|---:|",
+            *(f"| {name} | {fps:.1f} | {size / 1e6:.2f} MB |" for name, fps, size in preset_rows),
+        ]
     if device == "cpu":
         lines += [
             "",
-            "GPU: not measured here (no GPU in this session). The issue's targets (>= 120 fps end to end for 360p "
-            "to 1080p x3, and the decode/SR/encode split) go in `benchmarks/speed_video_cuda.md`, produced by "
-            "`python scripts/benchmark_video.py --device cuda` on a GPU machine.",
+            "GPU: `benchmarks/speed_video_cuda.md`, from `scripts/bench_gpu.sh` on a GPU machine "
+            "(`python scripts/benchmark_video.py --device cuda`).",
         ]
     output = args.output or REPO / "benchmarks" / f"speed_video_{device.split(':')[0]}.md"
     atomic_write_text(output, "\n".join(lines) + "\n")

@@ -567,3 +567,17 @@ def test_device_name_says_what_a_run_was_measured_on():
 
     name = device_name("cpu")
     assert name.startswith("cpu: ") and f"{os.cpu_count()} CPUs" in name and "torch threads" in name
+
+
+def test_saving_a_model_folder_prints_no_progress_bar_and_restores_the_switch(tmp_path, capsys):
+    from transformers.utils import logging as hf_logging
+
+    from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
+    from espcn_hf.training import save_model_folder
+
+    model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=2, hidden_channels=[4, 4], kernel_sizes=[3, 3, 3]))
+    assert hf_logging.is_progress_bar_enabled()
+    save_model_folder(model, tmp_path / "best", 2, extra={"step": 1})
+    assert "Writing model shards" not in capsys.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()
+    assert (tmp_path / "best" / "model.safetensors").is_file()

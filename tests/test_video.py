@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import natural_image, tiny_model
 from PIL import Image
 
@@ -21,7 +22,15 @@ av = pytest.importorskip("av")
 
 from espcn_hf import upscale  # noqa: E402
 from espcn_hf.fileio import is_partial_file  # noqa: E402
-from espcn_hf.video import VideoError, _even_size, is_video, probe_video, upscale_video  # noqa: E402
+from espcn_hf.metrics import quantize_uint8  # noqa: E402
+from espcn_hf.video import (  # noqa: E402
+    VideoError,
+    _even_size,
+    is_video,
+    probe_video,
+    upscale_frames,
+    upscale_video,
+)
 
 WIDTH, HEIGHT, FRAMES, RATE, SAMPLE_RATE = 32, 24, 12, 12, 16000
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,6 +133,41 @@ def test_default_encoding_is_h264_yuv420p_close_to_upscale(clip, model, tmp_path
         expected = expected.reformat(format="yuv420p", dst_colorspace=1).to_ndarray(format="rgb24")
         error = sr.astype(float) - expected.astype(float)
         assert 10 * np.log10(255**2 / np.mean(error**2)) > 28
+
+
+def test_upscale_frames_is_the_image_path_on_uint8_batches(model):
+    frames = np.stack([clip_frame(i) for i in range(3)])
+    out = upscale_frames(frames, model)
+    assert out.dtype == np.uint8 and out.shape == (3, 3 * HEIGHT, 3 * WIDTH, 3)
+    floats = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    expected = quantize_uint8(upscale(floats, model)).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(out, expected)  # the tensor path, the package's rounding rule
+    for frame, result in zip(frames, out, strict=True):  # the image path rescales by 1/255 (the processor): 1 level
+        assert np.abs(result.astype(int) - upscale(frame, model).astype(int)).max() <= 1
+    cropped = upscale_frames(torch.from_numpy(frames), model, size=(70, 95))  # a tensor works too
+    np.testing.assert_array_equal(cropped, out[:, :70, :95])
+    with pytest.raises(ValueError, match="uint8 \\(N, H, W, 3\\)"):
+        upscale_frames(frames.astype(np.float32) / 255, model)
+    with pytest.raises(ValueError, match="uint8 \\(N, H, W, 3\\)"):
+        upscale_frames(frames[0], model)
+
+
+def test_encoder_preset_is_passed_to_libx264_and_checked(clip, model, tmp_path):
+    fast, slow = tmp_path / "ultrafast.mp4", tmp_path / "medium.mp4"
+    upscale_video(clip, fast, model, preset="ultrafast", progress=False)
+    upscale_video(clip, slow, model, progress=False)
+    assert len(decode(fast)) == FRAMES
+    # ultrafast turns CABAC off (CAVLC): the H.264 stream says so in its SPS/PPS, whose x264 SEI names the options
+    with av.open(str(fast)) as container:
+        packet = next(p for p in container.demux(video=0) if p.size)
+        assert b"cabac=0" in bytes(packet)
+    with av.open(str(slow)) as container:
+        packet = next(p for p in container.demux(video=0) if p.size)
+        assert b"cabac=1" in bytes(packet)
+    for bad in ({"preset": "warp"}, {"preset": "fast", "codec": "libvpx-vp9"}):
+        with pytest.raises(ValueError, match="preset="):
+            upscale_video(clip, tmp_path / "bad.mkv", model, progress=False, **bad)
+    assert not (tmp_path / "bad.mkv").exists()
 
 
 def test_odd_sizes_lose_one_row_or_column_only_where_chroma_needs_it():
@@ -287,7 +331,8 @@ def test_cli_upscales_a_video_and_a_folder_with_videos_and_images(clip, tiny_che
     from espcn_hf.cli import main
 
     target = tmp_path / "clip_x3.mp4"
-    assert main(["upscale", str(clip), "-o", str(target), "--model", str(tiny_checkpoint), "--crf", "23"]) == 0
+    argv = ["upscale", str(clip), "-o", str(target), "--model", str(tiny_checkpoint), "--crf", "23"]
+    assert main([*argv, "--preset", "veryfast"]) == 0
     assert len(decode(target)) == FRAMES and "12 frames" in capsys.readouterr().out
     folder = tmp_path / "mixed"
     folder.mkdir()
