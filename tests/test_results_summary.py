@@ -65,7 +65,9 @@ def test_gpu_targets_are_judged_from_the_slot_files(tmp_path):
     import json
 
     summarize = _summarize()
-    (tmp_path / "data_throughput_cuda.json").write_text(json.dumps({"device": "GPU X", "patches_per_s": 80000}))
+    (tmp_path / "data_throughput_cuda.json").write_text(
+        json.dumps({"device": "GPU X", "patches_per_s": 80000})
+    )
     run = tmp_path / "runs" / "espcn-x3-gpu"
     run.mkdir(parents=True)
     curve = [(2000, 45.0, 32.1), (4000, 88.0, 32.62), (6000, 200.0, 32.9), (8000, 240.0, 32.95)]

@@ -575,7 +575,9 @@ def test_saving_a_model_folder_prints_no_progress_bar_and_restores_the_switch(tm
     from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
     from espcn_hf.training import save_model_folder
 
-    model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=2, hidden_channels=[4, 4], kernel_sizes=[3, 3, 3]))
+    model = ESPCNForImageSuperResolution(
+        ESPCNConfig(upscale_factor=2, hidden_channels=[4, 4], kernel_sizes=[3, 3, 3])
+    )
     assert hf_logging.is_progress_bar_enabled()
     save_model_folder(model, tmp_path / "best", 2, extra={"step": 1})
     assert "Writing model shards" not in capsys.readouterr().err
