@@ -169,6 +169,17 @@ def training_section(training_config: Mapping[str, Any] | None, run: Mapping[str
         if cfg.get("ema_decay"):
             schedule += f"; weights are an exponential moving average (decay {cfg['ema_decay']:g})"
         rows.append(("Optimiser", schedule))
+    if cfg.get("mixed_precision") in ("bf16", "fp16"):
+        rows.append(("Precision", f"{cfg['mixed_precision']} autocast (weights and optimiser in fp32)"))
+    commands = cfg.get("commands") or []
+    if len(commands) > 1:
+        rows.append(
+            (
+                "Runs",
+                f"{len(commands)}, each after the first starting from the weights of the one before; the rows "
+                "above describe the last (`training_config.json` lists every command)",
+            )
+        )
     if run and run.get("step"):
         rows.append(("Best checkpoint (on the validation sets)", f"step {int(run['step']):,}"))
     if not rows:

@@ -479,3 +479,14 @@ def test_real_push_and_pull(checkpoint, eval_json, tmp_path):
         assert model.config.upscale_factor == 3
     finally:
         api.delete_repo(repo_id, missing_ok=True)
+
+
+def test_card_training_table_names_the_lineage_and_the_precision():
+    from espcn_hf.modelcard import training_section
+
+    config = {"train_dirs": ["T91"], "learning_rate": 2e-4, "commands": ["a", "b", "c"], "mixed_precision": "bf16"}
+    table = training_section(config, {"step": 4000})
+    assert "| Runs | 3, each after the first starting from the weights of the one before;" in table
+    assert "| Precision | bf16 autocast" in table and "| Best checkpoint (on the validation sets) | step 4,000 |" in table
+    single = training_section({"train_dirs": ["T91"], "commands": ["a"], "mixed_precision": "no"})
+    assert "Runs" not in single and "Precision" not in single
