@@ -3,7 +3,7 @@
 # machine. The GPU image has no PyAV, so it travels as a wheel in the git-ignored folder .whl/:
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 -d .whl av==18.1.0
-#     run(command="bash scripts/bench_gpu.sh", carry=[".whl"], timeout_s=200)
+#     run(command="bash scripts/bench_gpu.sh", carry=[".whl"], timeout_s=240)   # whatever the slot has left
 # What comes back, in $OUT: auto/speed_cuda.{md,json} (scripts/benchmark.py, the default tile_size='auto'),
 # whole/speed_cuda.{md,json} (--tile none: the whole-frame model time), speed_video_cuda.md
 # (scripts/benchmark_video.py --device cuda --frames 48 --repeats 2: longer than the default 24-frame clip, on
