@@ -121,9 +121,8 @@ def share_of_work(
     state = state or distributed_state()
     inputs = _identities(f for f, _ in pairs)
 
-    def complete(
-        output,
-    ) -> bool:  # an output that is one of the inputs is never "complete": callers refuse it
+    # An output that is one of the inputs is never "complete": callers refuse it.
+    def complete(output) -> bool:
         identity = _identity(output)
         return skip_existing and identity is not None and identity not in inputs
 

@@ -259,7 +259,8 @@ def _upscale_files(
             progress=not args.quiet,
             reporter=report,
         )
-    if state.num_processes > 1:  # this process owns the group: shut gloo/NCCL down before exit (an abort otherwise)
+    # This process owns the group: shut gloo/NCCL down before exit (an abort otherwise).
+    if state.num_processes > 1:
         state.destroy_process_group()
     failures += len(result.failed)
     if failures:

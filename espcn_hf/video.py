@@ -419,12 +419,9 @@ def upscale_video(
         rate, duration = stream.average_rate or stream.guessed_rate, _duration(container, stream)
         bar = tqdm(total=stream.frames or None, unit="frame", desc=src_path.name, disable=not progress)
         stop = threading.Event()
-        decoded: queue.Queue = queue.Queue(
-            maxsize=QUEUE_BATCHES
-        )  # ("video", frames, pixels) | ("audio", packet)
-        upscaled: queue.Queue = queue.Queue(
-            maxsize=QUEUE_BATCHES
-        )  # ("video", frames, uint8 RGB) | ("audio", packet)
+        # decoded: ("video", frames, uint8 pixels) | ("audio", packet); upscaled: the same with the uint8 SR frames
+        decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+        upscaled: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         written = {"frames": 0, "rotation": 0}
         try:
             with atomic_path(dst_path) as tmp, av.open(str(tmp), "w", format=format_name) as output:
@@ -451,9 +448,8 @@ def upscale_video(
                     video.width, video.height, video.pix_fmt = out_width, out_height, pix_fmt
                     video.time_base = stream.time_base
                     video.codec_context.time_base = stream.time_base
-                    video.codec_context.colorspace = (
-                        first.colorspace if first.colorspace not in (0, 2) else 1
-                    )  # BT.709
+                    # the input's colour matrix, BT.709 (1) when unknown
+                    video.codec_context.colorspace = first.colorspace if first.colorspace not in (0, 2) else 1
                     video.codec_context.color_range = 1  # limited ("tv") range
                     if first.color_primaries not in (0, 2):
                         video.codec_context.color_primaries = first.color_primaries

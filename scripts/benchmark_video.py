@@ -154,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
             row["encode"] = n / t_encode
             if not rows:  # the largest case: what each libx264 speed preset costs (same frames, same crf)
                 for preset in ENCODER_PRESETS:
+                    if preset == (args.preset or "medium"):  # the encode column just measured it
+                        preset_rows.append((preset, row["encode"], (tmp / "encoded.mp4").stat().st_size))
+                        continue
                     t_preset, _ = timed(
                         lambda sr_frames=sr_frames, preset=preset: encode_all(
                             sr_frames, tmp / "p.mp4", preset

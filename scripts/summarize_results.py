@@ -224,25 +224,21 @@ def gpu_section(benchmarks: Path) -> tuple[list[str], list[str]]:
         lines += ["", "Picture: [benchmarks/time_to_quality.png](benchmarks/time_to_quality.png).", ""]
     auto, whole = _load(benchmarks / "speed_cuda.json"), _load(benchmarks / "speed_cuda_whole_frame.json")
     if auto and whole:
-        whole_rows = {(r["scale"], r["method"]): r for r in whole["rows"]}
+        ms, whole_ms = ({(r["scale"], r["method"]): r["ms"] for r in data["rows"]} for data in (auto, whole))
+        default = "espcn [channels_last]"  # upscale_tensor's default path
+        ratios = [(ms[key] / whole_ms[key], key[0]) for key in ms if key[1] == default and key in whole_ms]
         lines += [
             f"### Speed on {auto['device']} (ms per 1920x1080 output frame, median)",
             "",
             "| scale | seven-layer, default path | whole frame | bf16 | paper, default path |",
             "|---|---|---|---|---|",
         ]
-        ratios = []
-        for row in auto["rows"]:
-            other = whole_rows.get((row["scale"], row["method"]))
-            if row["method"] == "espcn [channels_last]" and other:
-                ratios.append((row["ms"] / other["ms"], row["scale"]))
-        rows = {(r["scale"], r["method"]): r["ms"] for r in auto["rows"]}
         for scale in (2, 3, 4):
             cells = [
-                rows.get((scale, "espcn [channels_last]")),
-                whole_rows.get((scale, "espcn [channels_last]"), {}).get("ms"),
-                rows.get((scale, "espcn [bf16]")),
-                rows.get((scale, "espcn-paper [channels_last]")),
+                ms.get((scale, default)),
+                whole_ms.get((scale, default)),
+                ms.get((scale, "espcn [bf16]")),
+                ms.get((scale, "espcn-paper [channels_last]")),
             ]
             lines.append(
                 f"| x{scale} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |"

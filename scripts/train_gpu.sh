@@ -146,9 +146,9 @@ init_for() {  # init_for SCALE -> train.py flags
 }
 LEFT_MIN=$("$PYTHON" -c "print(round(min(float('$MIN_B'), ($SLOT_S - 25 - 75 - ($(date +%s) - $START)) / 60), 2))")
 if "$PYTHON" -c "import sys; sys.exit(0 if float('$LEFT_MIN') >= 0.05 else 1)"; then
-    # Each process gets its share of the CPU cores (THREADS_B): three processes with torch's default (all cores
-    # each) spent about 115 of their 219 s in start-up (image decoding and MATLAB-bicubic LR on the CPU) in the
-    # 2026-11-26 slot, against a few seconds for x3 alone.
+    # Each process gets its share of the CPU cores (THREADS_B): in the 2026-11-26 slot three processes with
+    # torch's default (all cores each) spent about 115 of their 219 s before their first step, against a few
+    # seconds for x3 alone (presumably oversubscribed CPU work: image decoding, MATLAB-bicubic LR; not profiled).
     # shellcheck disable=SC2046
     train espcn-x2-gpu "$LEFT_MIN" $(init_for 2) --num_threads "$THREADS_B" &
     # shellcheck disable=SC2046
@@ -156,8 +156,9 @@ if "$PYTHON" -c "import sys; sys.exit(0 if float('$LEFT_MIN') >= 0.05 else 1)"; 
     if [ "${PAPER:-0}" = 1 ]; then  # the paper preset from scratch (stayed at 31.3 dB in the first slot)
         train espcn-paper-x3-gpu "$LEFT_MIN" --num_threads "$THREADS_B" &
     elif [ -f espcn_hf/weights/espcn-x3/model.safetensors ]; then  # the default model, fine-tuned like x2 and x4
-        CONFIG=configs/espcn-x3-gpu.yaml train espcn-x3-ft-gpu "$LEFT_MIN" --init_from espcn_hf/weights/espcn-x3 \
-            --set "learning_rate=${FT_LR:-2e-4}" --set warmup_steps=100 --num_threads "$THREADS_B" &
+        # shellcheck disable=SC2046
+        CONFIG=configs/espcn-x3-gpu.yaml train espcn-x3-ft-gpu "$LEFT_MIN" $(INIT_FROM=shipped init_for 3) \
+            --set warmup_steps=100 --num_threads "$THREADS_B" &
     fi
     wait
 else
