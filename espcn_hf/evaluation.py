@@ -53,6 +53,10 @@ OPENCV_PEERS = {
 SCORE_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
 
 
+class PeerModelError(ValueError):
+    """An OpenCV peer model that the installed OpenCV cannot read: that peer is left out of a run."""
+
+
 class EvalReportError(ValueError):
     """A results file (or dict) that is not an `EvalReport`; the message says what is wrong."""
 
@@ -310,7 +314,13 @@ def opencv_sr(kind: str, scale: int, path: str | os.PathLike, threads: int | Non
     if threads is not None:
         cv2.setNumThreads(threads)
     sr = cv2.dnn_superres.DnnSuperResImpl_create()
-    sr.readModel(str(path))
+    try:
+        sr.readModel(str(path))
+    except cv2.error as error:  # e.g. OpenCV 5.1 reads no TensorFlow .pb through dnn_superres
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        raise PeerModelError(
+            f"OpenCV {cv2.__version__} cannot read {Path(path).name} ({reason[:160]}); OpenCV < 5.1 can"
+        ) from None
     sr.setModel(kind, scale)
     return sr
 

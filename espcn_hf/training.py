@@ -135,6 +135,7 @@ class TrainingConfig:
     # wall-clock budget: the schedules follow max(step, time) (ScheduleClock), the run stops when it is spent
     max_train_minutes: float | None = None
     learning_rate: float = 1e-3
+    output_lr_scale: float = 1.0  # learning-rate multiplier of the last convolution (the paper: 0.1)
     adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # "cosine" (warmup, then cosine to min_lr_ratio), "multistep" or "constant"
@@ -193,6 +194,8 @@ class TrainingConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
         if not 0.0 <= self.finetune_fraction <= 1.0:
             raise ValueError(f"finetune_fraction must be in [0, 1], got {self.finetune_fraction!r}")
+        if not 0 < self.output_lr_scale < math.inf:
+            raise ValueError(f"output_lr_scale must be > 0, got {self.output_lr_scale!r}")
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
             raise ValueError(f"max_train_minutes must be > 0, got {self.max_train_minutes!r}")
 
@@ -577,6 +580,18 @@ def _last_conv_prefix(model: nn.Module) -> str:
     return convs[-1] + "."
 
 
+def parameter_groups(model: nn.Module, output_lr_scale: float = 1.0) -> list[dict]:
+    """Optimizer parameter groups: every parameter, with the last convolution's learning rate scaled by
+    `output_lr_scale` (a `lr_scale` key that the trainer multiplies into the group's learning rate)."""
+    last = _last_conv_prefix(model)
+    named = list(model.named_parameters())
+    groups = [
+        {"params": [p for n, p in named if not n.startswith(last)], "lr_scale": 1.0},
+        {"params": [p for n, p in named if n.startswith(last)], "lr_scale": output_lr_scale},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def init_from_pretrained(model: nn.Module, source: str | os.PathLike) -> dict:
     """Copy weights from another ESPCN checkpoint into `model`; returns {"copied": [...], "skipped": [...]}.
 
@@ -731,6 +746,7 @@ __all__ = [
     "compute_loss",
     "get_loss",
     "model_inputs",
+    "parameter_groups",
     "resume_from",
     "MetricsWriter",
     "RunLock",

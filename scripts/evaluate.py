@@ -1,6 +1,7 @@
 """Evaluate ESPCN models, MATLAB bicubic and OpenCV dnn_superres peers on the SR benchmarks (PSNR/SSIM on Y).
 
-    python scripts/evaluate.py --model espcn_hf/weights/espcn-x3 --scale 3
+    python scripts/evaluate.py --model espcn_hf/weights/espcn-x3 --scale 3                   # -> runs/eval/
+    python scripts/evaluate.py --model espcn_hf/weights/espcn-x3 --scale 3 --out benchmarks  # refresh the repo's
     python scripts/evaluate.py --model bicubic-only --scale 2          # bicubic + OpenCV peers only
     python scripts/evaluate.py --model a/ --model b/ --scale 4 --sets Set5 Set14 --peers opencv-espcn
 
@@ -23,7 +24,13 @@ import torch
 
 from espcn_hf.cli import tile_size_type
 from espcn_hf.data import BENCHMARK_SETS, load_benchmark
-from espcn_hf.evaluation import OPENCV_PEERS, bicubic_upscaler, evaluate, opencv_upscaler
+from espcn_hf.evaluation import (
+    OPENCV_PEERS,
+    PeerModelError,
+    bicubic_upscaler,
+    evaluate,
+    opencv_upscaler,
+)
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import load_model
 from espcn_hf.visualization import save_evaluation_picture
@@ -58,7 +65,7 @@ def environment(device: str) -> dict:
     return env
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -76,9 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peers-dir", type=Path, default=None, help=f"OpenCV models (default: {DATA_DIR}/peers)"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/eval"),
+        help="results folder (default: runs/eval, untracked; `--out benchmarks` refreshes the committed results)",
+    )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile-size", type=tile_size_type, default="auto", help="'auto', 'none' or LR pixels")
+    parser.add_argument(
+        "--tile-size", type=tile_size_type, default="auto", help="'auto', 'none' or LR pixels"
+    )
     parser.add_argument("--no-picture", action="store_true", help="skip the comparison PNG")
     parser.add_argument(
         "--threads",
@@ -87,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         help="torch/OpenCV threads (default: torch's). On a busy shared machine 1 was ~5x faster than 2.",
     )
     parser.add_argument("--rgb-ssim", action="store_true", help="also SSIM over RGB (3x the SSIM time)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     command = shlex.join([Path(sys.argv[0]).as_posix(), *(sys.argv[1:] if argv is None else argv)])
     scale = args.scale
@@ -109,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"note: {peer} skipped, no {path}", file=sys.stderr)
             continue
-        methods[peer] = opencv_upscaler(kind, scale, path)
+        try:
+            methods[peer] = opencv_upscaler(kind, scale, path)
+        except PeerModelError as error:
+            print(f"warning: {peer} left out of this run: {error}", file=sys.stderr)
     models = [m for m in args.model if m != NO_MODEL]
     for model in models:
         loaded = load_model(model, device=args.device)

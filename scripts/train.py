@@ -89,6 +89,7 @@ from espcn_hf.training import (
     loss_for_step,
     lr_lambda,
     model_inputs,
+    parameter_groups,
     parse_override,
     resume_from,
     save_checkpoint,
@@ -255,8 +256,11 @@ class Trainer:
         # after the move: the shadow weights share the live ones' device and memory layout (one fused update)
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.build_data()
+        groups = parameter_groups(model, config.output_lr_scale)
+        for group in groups:
+            group["lr"] = config.learning_rate * group["lr_scale"]
         optimizer = torch.optim.Adam(
-            model.parameters(),
+            groups,
             lr=config.learning_rate,
             betas=tuple(config.adam_betas),
             weight_decay=config.weight_decay,

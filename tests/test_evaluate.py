@@ -246,6 +246,39 @@ def test_cli_bicubic_only_with_opencv_peer(tmp_path, data_dir):
     assert math.isfinite(report.results["tiny_set"]["opencv-espcn"].psnr_y)
 
 
+def test_an_unreadable_peer_model_is_one_warning_and_left_out(tmp_path, capsys):
+    """A peer model that the installed OpenCV cannot read (OpenCV 5.1 reads no dnn_superres .pb) leaves that
+    peer out of the run with one warning line; bicubic and the protocol numbers are unaffected."""
+    pytest.importorskip("cv2")
+    peers = tmp_path / "peers" / "opencv_espcn"
+    peers.mkdir(parents=True)
+    (peers / "ESPCN_x3.pb").write_bytes(b"not a TensorFlow graph" * 10)
+    out = tmp_path / "out"
+    argv = ["--model", "bicubic-only", "--scale", "3", "--sets", "tiny_set", "--data-dir", str(FIXTURES)]
+    argv += [
+        "--out",
+        str(out),
+        "--peers",
+        "opencv-espcn",
+        "--no-picture",
+        "--peers-dir",
+        str(tmp_path / "peers"),
+    ]
+    assert load_evaluate_script().main(argv) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if "opencv-espcn" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: opencv-espcn left out of this run: OpenCV")
+    assert "Traceback" not in err
+    report = EvalReport.from_json(out / "eval_peers_x3.json")
+    assert report.methods == ["bicubic"]
+
+
+def test_the_default_output_folder_is_untracked():
+    """The README's evaluation command must not rewrite the committed results in benchmarks/."""
+    script = load_evaluate_script()
+    assert script.build_parser().get_default("out") == Path("runs/eval")
+
+
 def test_a_failed_picture_write_keeps_the_previous_picture(tmp_path, monkeypatch):
     """Issue 10: results files and pictures are written atomically; a writer dying half-way (full disk) leaves
     the previous file in place and no partial file behind."""

@@ -225,3 +225,37 @@ def test_non_finite_or_non_float_weights_are_refused(tmp_path, damage, message):
 def test_half_precision_weights_load(tmp_path):
     save_checkpoint(tiny_model(3).to(torch.bfloat16), tmp_path)
     assert load_model(tmp_path).body[0].weight.is_floating_point()
+
+
+def test_initialisation_rules():
+    """`output_initializer_range` starts the last convolution near zero; `hidden_init` picks the rule of the
+    hidden layers (kaiming_fan_out: std sqrt(2 / (out_channels * k * k)), the public ESPCN recipe)."""
+    torch.manual_seed(0)
+    config = ESPCNConfig(
+        hidden_channels=[64, 64],
+        kernel_sizes=[5, 3, 3],
+        hidden_init="kaiming_fan_out",
+        output_initializer_range=1e-3,
+    )
+    model = ESPCNForImageSuperResolution(config)
+    first, last = model.body[0], model.body[-1]
+    assert first.weight.std().item() == pytest.approx((2 / (64 * 25)) ** 0.5, rel=0.05)
+    assert last.weight.std().item() == pytest.approx(1e-3, rel=0.05)
+    assert all(float(m.bias.abs().max()) == 0 for m in (first, last))
+    # the default keeps one rule for every layer (He fan-in for ReLU): the last layer is not near zero
+    plain = ESPCNForImageSuperResolution(ESPCNConfig(hidden_channels=[64, 64], kernel_sizes=[5, 3, 3]))
+    assert plain.body[-1].weight.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"hidden_init": "orthogonal"}, "hidden_init"),
+        ({"output_initializer_range": -1.0}, "output_initializer_range"),
+        ({"output_initializer_range": float("nan")}, "output_initializer_range"),
+        ({"initializer_range": True}, "initializer_range"),
+    ],
+)
+def test_bad_initialisation_values_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        ESPCNConfig(**kwargs)

@@ -121,6 +121,25 @@ def _single_process_psnr(folder: Path, val_dir: Path) -> float:
 
 
 # -------------------------------------------------------------------------------------------- unit tests
+def test_output_layer_learning_rate_multiplier():
+    """`output_lr_scale` (the paper's slower output layer) scales the last convolution's learning rate only, and
+    the scheduler keeps the ratio."""
+    from espcn_hf.training import parameter_groups
+
+    model = ESPCNForImageSuperResolution(ESPCNConfig(hidden_channels=[8, 8], kernel_sizes=[5, 3, 3]))
+    groups = parameter_groups(model, 0.1)
+    last = {id(p) for p in model.body[-1].parameters()}
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1]
+    assert {id(p) for p in groups[1]["params"]} == last and not last & {id(p) for p in groups[0]["params"]}
+    for group in groups:
+        group["lr"] = 1e-3 * group["lr_scale"]
+    optimizer = torch.optim.Adam(groups, lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    assert scheduler.get_last_lr() == pytest.approx([5e-4, 5e-5])
+    with pytest.raises(ValueError, match="output_lr_scale"):
+        TrainingConfig(output_lr_scale=0.0)
+
+
 def test_lr_schedules():
     cosine = lr_lambda("cosine", max_steps=100, warmup_steps=10, min_lr_ratio=0.1)
     assert cosine(0) == pytest.approx(0.1)

@@ -110,12 +110,21 @@ class ESPCNPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Conv2d):
-            if self.config.initializer_range > 0:
-                nn.init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
-            elif self.config.activation in ("tanh", "identity"):
-                nn.init.xavier_normal_(module.weight)
+            config = self.config
+            body = getattr(self, "body", None)
+            if body is not None and module is body[-1] and config.output_initializer_range > 0:
+                nn.init.normal_(module.weight, mean=0.0, std=config.output_initializer_range)
+            elif config.initializer_range > 0:
+                nn.init.normal_(module.weight, mean=0.0, std=config.initializer_range)
             else:
-                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+                rule = config.hidden_init
+                if rule == "auto":
+                    rule = "xavier" if config.activation in ("tanh", "identity") else "kaiming_fan_in"
+                if rule == "xavier":
+                    nn.init.xavier_normal_(module.weight)
+                else:
+                    mode = "fan_in" if rule == "kaiming_fan_in" else "fan_out"
+                    nn.init.kaiming_normal_(module.weight, mode=mode, nonlinearity="relu")
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.PReLU):

@@ -28,6 +28,7 @@ PRESETS: dict[str, dict] = {
     },
 }
 
+HIDDEN_INITS = ("auto", "kaiming_fan_in", "kaiming_fan_out", "xavier")
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "prelu", "gelu", "silu", "identity")
 PADDING_MODES = ("zeros", "reflect", "replicate")
 UPSCALE_FACTORS_TRAINED = (2, 3, 4)
@@ -64,8 +65,15 @@ class ESPCNConfig(PreTrainedConfig):
         padding_mode (`str`, *optional*, defaults to `"zeros"`):
             Padding of every convolution ("same" size): `zeros`, `reflect` or `replicate`.
         initializer_range (`float`, *optional*, defaults to 0.0):
-            Standard deviation of the normal init of the convolution weights; 0 selects Kaiming (He) normal init
-            for ReLU-like activations and Xavier normal init for `tanh`/`identity`.
+            Standard deviation of the normal init of the hidden convolutions' weights; 0 selects `hidden_init`.
+        hidden_init (`str`, *optional*, defaults to `"auto"`):
+            Rule for the hidden convolutions when `initializer_range` is 0: `kaiming_fan_in` (He normal over the
+            inputs), `kaiming_fan_out` (normal with std sqrt(2 / (out_channels * k * k)), as in the public ESPCN
+            re-implementations), `xavier` (Glorot normal), or `auto`: Kaiming fan-in for ReLU-like activations,
+            Xavier for `tanh`/`identity`.
+        output_initializer_range (`float`, *optional*, defaults to 0.0):
+            Standard deviation of the normal init of the last convolution (the one before the pixel shuffle);
+            0 uses the rule of the hidden layers. A small value (1e-3) starts the network near a zero output.
         preset (`str`, *optional*):
             Informational name of the preset this config came from (see [`ESPCNConfig.from_preset`]).
 
@@ -99,6 +107,8 @@ class ESPCNConfig(PreTrainedConfig):
         activation: str = "relu",
         padding_mode: str = "zeros",
         initializer_range: float = 0.0,
+        hidden_init: str = "auto",
+        output_initializer_range: float = 0.0,
         preset: str | None = None,
         **kwargs,
     ):
@@ -111,6 +121,8 @@ class ESPCNConfig(PreTrainedConfig):
         self.activation = activation
         self.padding_mode = padding_mode
         self.initializer_range = initializer_range
+        self.hidden_init = hidden_init
+        self.output_initializer_range = output_initializer_range
         self.preset = preset
         self.validate_espcn()
         # The training loss is a setting of the trainer, not of the model; config.json files written before it
@@ -144,8 +156,16 @@ class ESPCNConfig(PreTrainedConfig):
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.padding_mode not in PADDING_MODES:
             raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {self.padding_mode!r}")
-        if not isinstance(self.initializer_range, (int, float)) or self.initializer_range < 0:
-            raise ValueError(f"initializer_range must be a float >= 0, got {self.initializer_range!r}")
+        for name in ("initializer_range", "output_initializer_range"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value < float("inf")
+            ):
+                raise ValueError(f"{name} must be a finite float >= 0, got {value!r}")
+        if self.hidden_init not in HIDDEN_INITS:
+            raise ValueError(f"hidden_init must be one of {HIDDEN_INITS}, got {self.hidden_init!r}")
 
     @property
     def receptive_field_radius(self) -> int:
