@@ -49,32 +49,36 @@ def current_umask() -> int:
     return mask
 
 
+def plain_file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0666 less the umask (0644 with the usual 022)."""
+    return 0o666 & ~current_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on a clean exit it is fsync'ed and renamed onto `target`.
 
     For writers that want a file name (PIL's `save`, PyAV, `torch.onnx.export`, matplotlib's `savefig`).
     `suffix` (default: the target's own) keeps extension-based format detection working. On any exception
-    the temporary file is removed and `target` is left as it was.
+    the temporary file is removed and `target` is left as it was. The final file has the mode a plain `open()`
+    gives (`plain_file_mode`), or that of the file it replaces, whatever mode the writer left.
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
     suffix = target.suffix if suffix is None else suffix
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=f"{suffix}{PARTIAL_SUFFIX}", dir=folder
-    )
+    try:
+        mode = target.stat().st_mode & 0o7777  # open() on an existing file keeps its mode
+    except OSError:
+        mode = plain_file_mode()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f"{suffix}{PARTIAL_SUFFIX}", dir=folder)
     tmp = Path(tmp_name)
     try:  # from here on, any exception (also a SIGINT while the mode is set) removes the temporary file
         os.close(fd)
-        # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask), or keep the
-        # mode of the file it replaces.
-        try:
-            mode = target.stat().st_mode & 0o7777
-        except OSError:
-            mode = 0o666 & ~current_umask()
+        yield tmp
+        # The mode is set after the writer: mkstemp makes the file 0600, and a writer may replace it with a file of
+        # its own (safetensors' `save_file` writes a 0600 temporary file and renames it over the path it is given).
         with contextlib.suppress(OSError):
             os.chmod(tmp, mode)
-        yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
@@ -90,12 +94,22 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
 
     The files in `tmp` are fsync'ed first; an existing `final` is moved aside to `<final>.old` and removed only
     after the rename succeeded, so `final` is always either the old folder or the complete new one (a crash
-    between the two renames leaves `<final>.old`, which the next call removes).
+    between the two renames leaves `<final>.old`, which the next call removes). Every file and folder in it gets
+    the mode a plain `open()` / `mkdir()` gives (0666 / 0777 less the umask), whatever its writer left: `mkdtemp`
+    makes private folders, and safetensors' `save_file` (so `save_pretrained`) writes 0600 weights.
     """
     tmp, final = Path(tmp), Path(final)
-    for root, _, files in os.walk(tmp):
+    file_mode = plain_file_mode()
+    dir_mode = 0o777 & ~current_umask()
+    for root, _, files in os.walk(tmp):  # symlinked folders are listed, never entered
+        with contextlib.suppress(OSError):  # a file system without modes still gets the folder
+            os.chmod(root, dir_mode)
         for name in files:
-            with open(os.path.join(root, name), "rb+") as handle:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):  # never change the mode of a file outside the folder
+                with contextlib.suppress(OSError):
+                    os.chmod(path, file_mode)
+            with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
     old = final.with_name(final.name + ".old")
     if old.exists():
@@ -138,5 +152,6 @@ __all__ = [
     "current_umask",
     "fsync_dir",
     "is_partial_file",
+    "plain_file_mode",
     "replace_dir",
 ]

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 
-from espcn_hf.fileio import atomic_path, atomic_save, atomic_write_text, is_partial_file
+from espcn_hf.fileio import (
+    atomic_path,
+    atomic_save,
+    atomic_write_text,
+    is_partial_file,
+    plain_file_mode,
+    replace_dir,
+)
 
 
 def _leftovers(folder):
@@ -64,3 +73,61 @@ def test_interrupt_while_the_temporary_file_is_prepared_leaves_nothing(tmp_path,
     with pytest.raises(KeyboardInterrupt), fileio.atomic_path(tmp_path / "out.png"):
         pass
     assert list(tmp_path.iterdir()) == []
+
+
+def _private_writer(path):
+    """Writes like safetensors' `save_file`: a 0600 temporary file of its own, renamed over the path it is given."""
+    fd, own = tempfile.mkstemp(dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(b"weights")
+    os.replace(own, path)
+
+
+@pytest.fixture
+def umask_027():
+    """An unusual umask, so that a hard-coded 0644 would not pass."""
+    previous = os.umask(0o027)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_a_writer_that_replaces_the_temporary_file_still_gets_the_usual_mode(tmp_path, umask_027):
+    target = tmp_path / "model.safetensors"
+    atomic_save(target, _private_writer)
+    assert target.read_bytes() == b"weights"
+    assert stat.S_IMODE(target.stat().st_mode) == plain_file_mode() == 0o640
+    target.chmod(0o604)  # a replaced file keeps its mode, as with open()
+    atomic_save(target, _private_writer)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o604
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_real_safetensors_save_gets_the_usual_mode(tmp_path, umask_027):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    target = tmp_path / "model.safetensors"
+    atomic_save(target, lambda p: save_file({"w": torch.zeros(2)}, str(p)))
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+
+
+def test_a_folder_swapped_in_gets_the_modes_of_open_and_mkdir(tmp_path, umask_027):
+    """Upload folders and checkpoints: whatever mode the writers left (mkdtemp's 0700 folder, 0600 weights), the
+    final folder is an ordinary one. A symlink's target outside the folder is left alone."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("x")
+    outside.chmod(0o600)
+    staging = Path(tempfile.mkdtemp(dir=tmp_path))
+    (staging / "onnx").mkdir(mode=0o700)
+    _private_writer(staging / "model.safetensors")
+    _private_writer(staging / "onnx" / "model.onnx")
+    (staging / "link.txt").symlink_to(outside)
+    final = replace_dir(staging, tmp_path / "upload")
+    modes = {
+        p.relative_to(final).as_posix(): stat.S_IMODE(p.lstat().st_mode) for p in [final, *final.rglob("*")]
+    }
+    link = modes.pop("link.txt")
+    assert modes == {".": 0o750, "onnx": 0o750, "model.safetensors": 0o640, "onnx/model.onnx": 0o640}
+    assert stat.S_IMODE(outside.stat().st_mode) == 0o600 and (final / "link.txt").is_symlink(), link
