@@ -19,13 +19,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .evaluation import EvalReport, EvalReportError
-from .fileio import atomic_write_text, current_umask, replace_dir
+from .fileio import atomic_write_text, replace_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modelcard import COMPARISON_FILE, ModelCardError, render_model_card
 from .modeling_espcn import HUB_PIPELINE_TAG, PIPELINE_TASK, ESPCNForImageSuperResolution
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 # The ONNX export inside an upload folder: the path onnxruntime and transformers.js users look for.
 ONNX_FILE = "onnx/model.onnx"
@@ -105,6 +110,99 @@ def _load(checkpoint) -> tuple[ESPCNForImageSuperResolution, Path | None]:
         raise HubError(f"{checkpoint}: cannot load the checkpoint ({error})") from None
 
 
+@dataclass
+class _Upload:
+    """What an upload folder holds besides the `save_pretrained` output, computed without writing anything."""
+
+    model: ESPCNForImageSuperResolution
+    folder: Path | None  # the checkpoint folder (None for a model object)
+    card: str  # README.md
+    pictures: dict[Path, str]  # benchmark picture -> its name in the repository
+    comparison_picture: Image | None  # comparison.png
+
+
+def _plan_upload(
+    checkpoint,
+    eval_json_paths,
+    repo_id,
+    template,
+    comparison,
+    comparison_image,
+    comparison_source,
+    model_name,
+    onnx,
+) -> _Upload:
+    """The card and pictures of the upload folder of `checkpoint` (the arguments of `prepare_upload_folder`)."""
+    model, folder = _load(checkpoint)
+    model_name = model_name or (folder.resolve().name if folder is not None else "espcn")
+    repo_id = repo_id or f"espcn-hf/{model_name}"
+    try:
+        reports = [EvalReport.from_json(path) for path in eval_json_paths]
+    except EvalReportError as error:
+        raise HubError(str(error)) from None
+    pictures, names = {}, {}
+    for index, path in enumerate(eval_json_paths):
+        picture = Path(path).with_suffix(".png")
+        if picture.is_file():
+            names[index] = f"evaluation_{index}.png" if index else "evaluation.png"
+            pictures[picture] = names[index]
+    image = caption = None
+    if comparison and comparison_image is not None:
+        from PIL import Image
+
+        from .visualization import render_comparison
+
+        photo = Path(comparison_image)
+        source = comparison_source or f"`{photo.stem}` of {photo.parent.name}"
+        with Image.open(photo) as opened:  # render_comparison converts it to RGB
+            result = render_comparison(model, opened, source=source)
+        image, caption = result.image, result.caption(model.config.upscale_factor)
+    try:
+        card = render_model_card(
+            model.config,
+            repo_id=repo_id,
+            model_name=model_name,
+            reports=reports,
+            template=template,
+            num_parameters=sum(p.numel() for p in model.parameters()),
+            training_config=_read_json(folder / TRAINING_CONFIG_FILE) if folder else None,
+            training_run=_read_json(folder / TRAINING_RUN_FILE) if folder else None,
+            comparison_caption=caption,
+            evaluation_pictures=names,
+            onnx_file=ONNX_FILE if onnx else None,
+        )
+    except ModelCardError as error:
+        raise HubError(str(error)) from None
+    return _Upload(model, folder, str(card), pictures, image)
+
+
+def render_upload_card(
+    checkpoint: str | os.PathLike | ESPCNForImageSuperResolution,
+    eval_json_paths: Sequence[str | os.PathLike] = (),
+    repo_id: str | None = None,
+    template: str | os.PathLike | None = None,
+    comparison: bool = True,
+    comparison_image: str | os.PathLike | None = None,
+    comparison_source: str | None = None,
+    model_name: str | None = None,
+    onnx: bool = True,
+) -> str:
+    """The text of the model card (`README.md`) that `prepare_upload_folder` writes with the same arguments, without
+    writing the folder: what the Hub repository shows (the repository's top-level `model_card.md` is this text for
+    the default model). The comparison picture is rendered to compute its caption; no ONNX export is made."""
+    return _plan_upload(
+        checkpoint,
+        eval_json_paths,
+        repo_id,
+        template,
+        comparison,
+        comparison_image,
+        comparison_source,
+        model_name,
+        onnx,
+    ).card
+
+
 def prepare_upload_folder(
     checkpoint: str | os.PathLike | ESPCNForImageSuperResolution,
     out_dir: str | os.PathLike,
@@ -121,8 +219,8 @@ def prepare_upload_folder(
 
     The folder is built beside `out_dir` and renamed into place when complete (its old content is replaced), so
     an interrupted run never leaves a half folder under `out_dir`; the card and pictures go through
-    `espcn_hf.fileio`. Tests that need the exact Hub repository (e.g. laid out as a Hub cache snapshot) call
-    this with a tiny checkpoint.
+    `espcn_hf.fileio`, and every file gets the mode a plain `open()` gives (`fileio.replace_dir`). Tests that need
+    the exact Hub repository (e.g. laid out as a Hub cache snapshot) call this with a tiny checkpoint.
 
     Args:
         checkpoint: a `save_pretrained` folder or a loaded `ESPCNForImageSuperResolution`.
@@ -138,25 +236,29 @@ def prepare_upload_folder(
         onnx: also export `onnx/model.onnx` (dynamic batch/height/width, checked against torch with
             onnxruntime; the layout onnxruntime and transformers.js users look for). Needs the `onnx` extra.
     """
-    model, folder = _load(checkpoint)
+    plan = _plan_upload(
+        checkpoint,
+        eval_json_paths,
+        repo_id,
+        template,
+        comparison,
+        comparison_image,
+        comparison_source,
+        model_name,
+        onnx,
+    )
+    model, folder = plan.model, plan.folder
     out_dir = Path(out_dir)
     if folder is not None and out_dir.resolve() == folder.resolve():
         raise HubError("the upload folder must not be the checkpoint folder itself")
-    model_name = model_name or (folder.resolve().name if folder is not None else "espcn")
-    repo_id = repo_id or f"espcn-hf/{model_name}"
     processor = (
         ESPCNImageProcessor.from_pretrained(folder)
         if folder is not None and (folder / "preprocessor_config.json").is_file()
         else ESPCNImageProcessor(upscale_factor=model.config.upscale_factor)
     )
-    try:
-        reports = [EvalReport.from_json(path) for path in eval_json_paths]
-    except EvalReportError as error:
-        raise HubError(str(error)) from None
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
-    staging.chmod(0o777 & ~current_umask())  # mkdtemp makes it private; the result is an ordinary folder
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
@@ -164,42 +266,15 @@ def prepare_upload_folder(
             from .onnx_export import export_onnx
 
             export_onnx(model, staging / ONNX_FILE)
-        pictures = {}
-        for index, path in enumerate(eval_json_paths):
-            picture = Path(path).with_suffix(".png")
-            if picture.is_file():
-                pictures[index] = f"evaluation_{index}.png" if index else "evaluation.png"
-                shutil.copyfile(picture, staging / pictures[index])
-        caption = None
-        if comparison and comparison_image is not None:
-            from PIL import Image
+        for picture, name in plan.pictures.items():
+            shutil.copyfile(picture, staging / name)
+        if plan.comparison_picture is not None:
+            from .visualization import save_image
 
-            from .visualization import render_comparison, save_image
-
-            photo = Path(comparison_image)
-            source = comparison_source or f"`{photo.stem}` of {photo.parent.name}"
-            with Image.open(photo) as image:  # render_comparison converts it to RGB
-                result = render_comparison(model, image, source=source)
-            save_image(staging / COMPARISON_FILE, result.image)
-            caption = result.caption(model.config.upscale_factor)
-        card = render_model_card(
-            model.config,
-            repo_id=repo_id,
-            model_name=model_name,
-            reports=reports,
-            template=template,
-            num_parameters=sum(p.numel() for p in model.parameters()),
-            training_config=_read_json(folder / TRAINING_CONFIG_FILE) if folder else None,
-            training_run=_read_json(folder / TRAINING_RUN_FILE) if folder else None,
-            comparison_caption=caption,
-            evaluation_pictures=pictures,
-            onnx_file=ONNX_FILE if onnx else None,
-        )
-        atomic_write_text(staging / "README.md", str(card))
+            save_image(staging / COMPARISON_FILE, plan.comparison_picture)
+        atomic_write_text(staging / "README.md", plan.card)
         check_upload_folder(staging)
         replace_dir(staging, out_dir)  # the old folder (if any) is moved aside first, then removed
-    except ModelCardError as error:
-        raise HubError(str(error)) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -296,4 +371,5 @@ __all__ = [
     "check_upload_folder",
     "prepare_upload_folder",
     "push_checkpoint",
+    "render_upload_card",
 ]

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import uuid
@@ -34,6 +35,7 @@ from espcn_hf.hub import (
     HubError,
     prepare_upload_folder,
     push_checkpoint,
+    render_upload_card,
 )
 from espcn_hf.metrics import psnr_ssim, quantize_uint8
 from espcn_hf.modelcard import BENCHMARK_DATASETS, SOURCE_URL
@@ -155,7 +157,8 @@ def test_dry_run_writes_exactly_the_upload_folder(dry_run):
     code = {"configuration_espcn.py", "modeling_espcn.py", "image_processing_espcn.py", "pipeline_espcn.py"}
     assert files >= {*REQUIRED_FILES, COMPARISON_FILE, *code}
     assert not {f for f in files if not f.endswith((".py", ".json", ".md", ".png", ".safetensors", "onnx"))}
-    assert (folder / "onnx" / "model.onnx").is_file()  # onnxruntime / transformers.js layout, checked on export
+    # the layout onnxruntime and transformers.js users look for, checked on export
+    assert (folder / "onnx" / "model.onnx").is_file()
     for name in files:
         assert name in printed, f"the dry run did not list {name}"
     config = json.loads((folder / "config.json").read_text())
@@ -234,6 +237,29 @@ def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, checkpoi
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "SNIPPETS-OK" in result.stdout
+
+
+def test_every_file_of_the_upload_folder_has_the_mode_of_a_plain_open(dry_run):
+    """Issue "A fresh machine passes", item 8: model.safetensors was 0600 (safetensors writes through a private
+    temporary file); every file gets what open() gives, every folder what mkdir() gives."""
+    from espcn_hf.fileio import current_umask
+
+    folder, _ = dry_run
+    umask = current_umask()
+    modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in folder.rglob("*")}
+    assert "model.safetensors" in modes and "onnx/model.onnx" in modes
+    wanted = {name: (0o777 if (folder / name).is_dir() else 0o666) & ~umask for name in modes}
+    assert modes == wanted
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+
+
+def test_the_card_alone_is_the_card_of_the_folder(dry_run, checkpoint, eval_json, photo):
+    """`render_upload_card` (the repository's model_card.md) gives the README.md of the upload folder."""
+    folder, _ = dry_run
+    card = render_upload_card(
+        checkpoint, eval_json_paths=[eval_json], repo_id="espcn-hf/espcn-x3", comparison_image=photo
+    )
+    assert card == (folder / "README.md").read_text()
 
 
 def test_a_failed_prepare_keeps_the_old_folder(checkpoint, eval_json, tmp_path):
@@ -484,9 +510,17 @@ def test_real_push_and_pull(checkpoint, eval_json, tmp_path):
 def test_card_training_table_names_the_lineage_and_the_precision():
     from espcn_hf.modelcard import training_section
 
-    config = {"train_dirs": ["T91"], "learning_rate": 2e-4, "commands": ["a", "b", "c"], "mixed_precision": "bf16"}
+    config = {
+        "train_dirs": ["T91"],
+        "learning_rate": 2e-4,
+        "commands": ["a", "b", "c"],
+        "mixed_precision": "bf16",
+    }
     table = training_section(config, {"step": 4000})
     assert "| Runs | 3, each after the first starting from the weights of the one before;" in table
-    assert "| Precision | bf16 autocast" in table and "| Best checkpoint (on the validation sets) | step 4,000 |" in table
+    assert (
+        "| Precision | bf16 autocast" in table
+        and "| Best checkpoint (on the validation sets) | step 4,000 |" in table
+    )
     single = training_section({"train_dirs": ["T91"], "commands": ["a"], "mixed_precision": "no"})
     assert "Runs" not in single and "Precision" not in single
