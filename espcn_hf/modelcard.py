@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,11 +47,39 @@ METHOD_LABELS = {
     "opencv-fsrcnn": "OpenCV FSRCNN",
     "opencv-fsrcnn-small": "OpenCV FSRCNN-small",
 }
-# Training folders of scripts/train.py (`train_dirs`) -> how the card names them.
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A training folder of scripts/train.py (`train_dirs`) as the card names it."""
+
+    label: str  # the set's usual name
+    about: str  # what it is: size, authors, year
+    source: str  # where its files were copied from (the data folder's SOURCE.txt gives the commit and checks)
+    # A Hub dataset holding exactly these images, for the card's `datasets` metadata; None: none is known.
+    hub_id: str | None = None
+
+
+# Known training folders. None of them has a Hub dataset that could be verified to hold exactly these images (T91
+# is spread as zip files and Drive links; the BSDS500 splits come from Berkeley's release), so the card names
+# them in its Training section and leaves them out of the `datasets` metadata, which takes Hub ids only. Never
+# guess an id: a wrong one links the model to someone else's data.
 TRAINING_SETS = {
-    "T91": "T91 (91 images, Yang et al. 2010)",
-    "BSD200": "BSD200 (the 200 training images of BSDS300, Martin et al. 2001)",
-    "BSDS500test": "the 200 test images of BSDS500 (Arbelaez et al. 2011; no overlap with BSD100)",
+    "T91": TrainingSet(
+        "T91",
+        "91 images, Yang et al. 2010",
+        "https://github.com/jiny2001/dcscn-super-resolution/tree/d382bc30d41c94ac72f8cb148d61cc4864b3b380/data/yang91",
+    ),
+    "BSD200": TrainingSet(
+        "BSD200",
+        "the 200 training images of BSDS300, Martin et al. 2001",
+        "https://github.com/BIDS/BSDS500/tree/a04b7c6c3a9f0ace74bf205c72a43d32e1c72722/BSDS500/data/images/train",
+    ),
+    "BSDS500test": TrainingSet(
+        "BSDS500 test split",
+        "the 200 test images of BSDS500, Arbelaez et al. 2011; no overlap with BSD100",
+        "https://github.com/BIDS/BSDS500/tree/a04b7c6c3a9f0ace74bf205c72a43d32e1c72722/BSDS500/data/images/test",
+    ),
 }
 
 
@@ -139,11 +168,24 @@ def training_section(training_config: Mapping[str, Any] | None, run: Mapping[str
         return "The training configuration is not recorded with these weights; see the source repository."
     cfg = training_config
     rows = []
-    data = [TRAINING_SETS.get(name, name) for name in cfg.get("train_dirs") or []]
+    data, unlisted = [], []
+    for name in cfg.get("train_dirs") or []:
+        known = TRAINING_SETS.get(name)
+        data.append(f"[{known.label}]({known.source}) ({known.about})" if known else name)
+        if known is None or known.hub_id is None:
+            unlisted.append(known.label if known else name)
     if cfg.get("hub_dataset"):
         data.append(f"[`{cfg['hub_dataset']}`](https://huggingface.co/datasets/{cfg['hub_dataset']})")
     if data:
         rows.append(("Training images", "; ".join(data)))
+    notes = [f"`{hub_id}`: in the card's `datasets` metadata" for hub_id in training_datasets(cfg)]
+    if unlisted:
+        notes.append(
+            f"{', '.join(unlisted)}: no Hub dataset is known to hold exactly these images, so the card's "
+            "`datasets` metadata (Hub ids only) does not name them"
+        )
+    if notes:
+        rows.append(("On the Hub", "; ".join(notes)))
     if cfg.get("val_sets"):
         rows.append(("Validation (best checkpoint kept)", ", ".join(cfg["val_sets"])))
     if cfg.get("patch_size") and cfg.get("batch_size"):
@@ -185,6 +227,14 @@ def training_section(training_config: Mapping[str, Any] | None, run: Mapping[str
     if not rows:
         return "The training configuration is not recorded with these weights; see the source repository."
     return "\n".join(["| | |", "|---|---|", *(f"| {key} | {value} |" for key, value in rows)])
+
+
+def training_datasets(training_config: Mapping[str, Any] | None) -> list[str]:
+    """The Hub dataset ids of a checkpoint's training data (`train_dirs` with a known Hub copy, then
+    `hub_dataset`), for the card's `datasets` metadata."""
+    cfg = training_config or {}
+    ids = [TRAINING_SETS[name].hub_id for name in cfg.get("train_dirs") or [] if name in TRAINING_SETS]
+    return list(dict.fromkeys(i for i in [*ids, cfg.get("hub_dataset")] if i))
 
 
 def evaluation_section(
@@ -288,8 +338,7 @@ def render_model_card(
     data = ModelCardData(
         **front, model_name=model_name, eval_results=eval_results(reports, model_name) or None
     )
-    if training_config and training_config.get("hub_dataset"):
-        data.datasets = [*(data.datasets or []), training_config["hub_dataset"]]
+    data.datasets = list(dict.fromkeys([*(data.datasets or []), *training_datasets(training_config)])) or None
 
     values = {
         "model_name": model_name,
@@ -349,12 +398,15 @@ __all__ = [
     "COMPARISON_FILE",
     "METHOD_LABELS",
     "SOURCE_URL",
+    "TRAINING_SETS",
     "ModelCardError",
+    "TrainingSet",
     "architecture_table",
     "eval_results",
     "evaluation_section",
     "onnx_section",
     "read_template",
     "render_model_card",
+    "training_datasets",
     "training_section",
 ]

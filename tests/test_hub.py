@@ -349,6 +349,70 @@ def test_card_metadata_is_what_the_hub_expects(dry_run):
     assert "T91" in card and "step 1,234" in card  # the training facts are there, in prose
 
 
+def _card_with_training(training_config: dict) -> tuple[dict, str]:
+    """The front matter and the text of a card rendered with this training record."""
+    from espcn_hf.modelcard import render_model_card
+
+    card = str(
+        render_model_card(
+            ESPCNConfig(upscale_factor=3),
+            repo_id="espcn-hf/espcn-x3",
+            model_name="espcn-x3",
+            training_config=training_config,
+        )
+    )
+    return _front_matter(card), card
+
+
+@pytest.mark.parametrize("name", ["espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"])
+def test_card_names_the_training_data_of_the_shipped_models(name):
+    """Issue "A fresh machine passes", item 7: the training data is named honestly. Every training folder of a
+    shipped model is a known set, described with where its files come from; `datasets` lists the Hub ids of the
+    training data that has one (none of T91, BSD200 and the BSDS500 test split has one we can vouch for) and
+    the card says which sets it leaves out and why, so no id is invented."""
+    from espcn_hf.modelcard import TRAINING_SETS, training_datasets
+
+    record = json.loads((REPO_ROOT / "espcn_hf" / "weights" / name / "training_config.json").read_text())
+    assert record["train_dirs"] and set(record["train_dirs"]) <= set(TRAINING_SETS)
+    front, card = _card_with_training(record)
+    assert set(BENCHMARK_DATASETS.values()) <= set(front["datasets"])
+    assert set(training_datasets(record)) <= set(front["datasets"])
+    unlisted = []
+    for folder in record["train_dirs"]:
+        known = TRAINING_SETS[folder]
+        assert f"[{known.label}]({known.source}) ({known.about})" in card
+        if known.hub_id is None:
+            unlisted.append(known.label)
+        else:
+            assert known.hub_id in front["datasets"]
+    if unlisted:
+        row = next(line for line in card.splitlines() if line.startswith("| On the Hub |"))
+        assert ", ".join(unlisted) + ": no Hub dataset is known to hold exactly these images" in row
+        assert "`datasets` metadata (Hub ids only) does not name them" in row
+    assert "The card's `datasets` metadata holds Hub ids only" in card
+
+
+def test_card_datasets_take_the_hub_ids_of_the_training_data(monkeypatch):
+    """A training folder with a known Hub copy and a Hub training dataset (`hub_dataset`) go into `datasets`,
+    once each, after the benchmark sets; an unknown folder is named as it is, with no id made up for it."""
+    import dataclasses
+
+    from espcn_hf import modelcard
+
+    t91 = dataclasses.replace(modelcard.TRAINING_SETS["T91"], hub_id="someone/T91")
+    monkeypatch.setitem(modelcard.TRAINING_SETS, "T91", t91)
+    record = {"train_dirs": ["T91", "NewSet"], "hub_dataset": "goodfellowliu/DIV2K"}
+    front, card = _card_with_training(record)
+    assert front["datasets"] == [*BENCHMARK_DATASETS.values(), "someone/T91", "goodfellowliu/DIV2K"]
+    row = next(line for line in card.splitlines() if line.startswith("| On the Hub |"))
+    assert "`someone/T91`: in the card's `datasets` metadata" in row
+    assert "`goodfellowliu/DIV2K`: in the card's `datasets` metadata" in row
+    assert "NewSet: no Hub dataset is known" in row and "T91: no Hub" not in row
+    assert modelcard.training_datasets({"hub_dataset": "goodfellowliu/DIV2K", "train_dirs": ["NewSet"]}) == [
+        "goodfellowliu/DIV2K"
+    ]
+
+
 def test_card_without_evaluation_says_so(checkpoint, tmp_path):
     folder = prepare_upload_folder(checkpoint, tmp_path / "up", comparison=False)
     card = (folder / "README.md").read_text()
