@@ -154,13 +154,15 @@ def resolve_model(
     preset: str = "espcn",
     *,
     device: str | torch.device | None = None,
+    fallback_to_packaged: bool = True,
 ) -> tuple[ESPCNForImageSuperResolution, str]:
     """The model to use and one neutral line saying where it came from.
 
     - `model` given: that local folder, else that Hub repo id (from the Hub, or from the local Hub cache when
-      the Hub cannot be reached). Failing that: `CheckpointError`.
-    - `model` None: the published model for `scale` (default 3) and `preset`, from the Hub or the local Hub
-      cache; when neither has it, the copy packaged with espcn_hf.
+      the Hub cannot be reached). Failing that: `CheckpointError`; an explicit model is never replaced.
+    - `model` None: the published model for `scale` (default 3) and `preset` (`hub_repo_id`), from the Hub or
+      the local Hub cache; when neither has it, the copy packaged with espcn_hf if `fallback_to_packaged`
+      (the default), else `CheckpointError`.
 
     A `scale` that disagrees with the model's upscale factor is a `CheckpointError`.
     """
@@ -172,7 +174,11 @@ def resolve_model(
         repo_id = what = hub_repo_id(scale, preset)
         try:
             loaded, source = _from_hub(repo_id)
-        except OSError:
+        except OSError as error:
+            if not fallback_to_packaged:
+                raise CheckpointError(
+                    f"{repo_id}: not available from the Hub or the local Hub cache ({_first_line(error)})"
+                ) from error
             folder = packaged_weights(scale, preset)
             loaded = _from_pretrained(folder)
             source = (

@@ -54,6 +54,18 @@ def test_default_model_falls_back_to_the_packaged_weights_with_one_neutral_line(
     assert model.config.num_channels == 1 and "espcn-paper-x3" in source
 
 
+def test_fallback_to_the_packaged_weights_is_the_callers_choice(no_hub):
+    """`fallback_to_packaged=False`: the published model or an error naming it, never the packaged copy."""
+    with pytest.raises(
+        CheckpointError, match="espcn-hf/espcn-x2: not available from the Hub or the local Hub cache"
+    ):
+        resolve_model(None, 2, fallback_to_packaged=False)
+    model, source = resolve_model(None, 2, fallback_to_packaged=True)
+    assert model.config.upscale_factor == 2 and source.startswith("model: packaged weights espcn-x2 (")
+    with pytest.raises(CheckpointError, match="someone/unknown"):  # an explicit model is never replaced
+        resolve_model("someone/unknown", None, fallback_to_packaged=True)
+
+
 def test_explicit_folder_is_used_as_is(tmp_path):
     folder = save_checkpoint(tiny_model(2), tmp_path / "mine")
     model, source = resolve_model(str(folder), None)
