@@ -8,7 +8,9 @@
 
 The model card (README.md) is rendered from the package's template with the numbers of the results files
 `benchmarks/eval_<name>_x<scale>.json` of this repository (or those given with --eval), and the comparison picture
-is drawn on a benchmark photo (--comparison-image). Re-running the dry run re-renders both.
+is drawn on a benchmark photo (--comparison-image). Re-running the dry run re-renders both. The default model's
+card with these defaults is also the repository's `model_card.md` (`default_card`, written by
+`python scripts/summarize_results.py --write-readme`).
 Exit status: 0 done, 1 the push failed (the message names the ready folder), 2 bad checkpoint or arguments.
 """
 
@@ -20,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint
+from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint, render_upload_card
 
 EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +70,21 @@ def default_eval_files(checkpoint: Path) -> list[Path]:
     config = json.loads((checkpoint / "config.json").read_text())
     path = BENCHMARKS / f"eval_{checkpoint.resolve().name}_x{config.get('upscale_factor')}.json"
     return [path] if path.is_file() else []
+
+
+def default_card(checkpoint: Path, repo_id: str) -> str:
+    """The card (README.md) that `--dry-run` writes for `checkpoint` with the default results files and photo.
+
+    Raises:
+        FileNotFoundError: the comparison photo is missing (a card without its picture would differ).
+    """
+    if not COMPARISON_PHOTO.is_file():
+        raise FileNotFoundError(
+            f"{COMPARISON_PHOTO}: the card's comparison photo is missing (set ESPCN_HF_DATA_DIR)"
+        )
+    return render_upload_card(
+        checkpoint, default_eval_files(checkpoint), repo_id=repo_id, comparison_image=COMPARISON_PHOTO
+    )
 
 
 def list_folder(folder: Path) -> None:

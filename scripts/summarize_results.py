@@ -1,19 +1,27 @@
-"""The README's results section, built from the measured files in benchmarks/ (never typed by hand).
+"""The README's results section, built from the measured files in benchmarks/ (never typed by hand), and the
+repository's model_card.md.
 
     python scripts/summarize_results.py                 # print the section
     python scripts/summarize_results.py --write-readme  # replace it in README.md (between the results markers)
+                                                        # and write model_card.md
 
 Sources: `benchmarks/eval_<model>_x<r>.json` (`espcn_hf.evaluation.EvalReport` files of scripts/evaluate.py),
 `benchmarks/speed_cpu.json` (scripts/benchmark.py) and, from a GPU slot (scripts/train_gpu.sh, scripts/bench_gpu.sh):
 `benchmarks/data_throughput_cuda.json`, `benchmarks/runs/espcn-x3-{cpu,gpu}/metrics.jsonl`,
 `benchmarks/speed_cuda{,_whole_frame}.json` and `benchmarks/speed_video_cuda.md`. Each target of the project's
 issues is printed with the measured figure and met / NOT met.
-tests/test_results_summary.py checks that README.md holds exactly what this script prints.
+
+model_card.md is the card of the default model (espcn-x3, the packaged weights) exactly as its Hub repository
+shows it: the README.md of `python scripts/push_to_hub.py espcn_hf/weights/espcn-x3 --repo-id espcn-hf/espcn-x3
+--dry-run DIR` (the same template, results file and comparison photo; `push_to_hub.default_card`). It needs the
+photo under $ESPCN_HF_DATA_DIR. tests/test_results_summary.py checks that README.md holds exactly what this
+script prints and that model_card.md is what it renders now.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -25,6 +33,7 @@ from espcn_hf.training import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+MODEL_CARD = "model_card.md"  # in the repository root
 
 # (model, scale) -> {benchmark set: minimum PSNR-Y}, as the training issue states them.
 QUALITY_TARGETS = {
@@ -289,6 +298,17 @@ def build(benchmarks: Path = BENCHMARKS) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def model_card() -> str:
+    """The text of model_card.md: the Hub card of the default model (see the module docstring)."""
+    from espcn_hf.pretrained import DEFAULT_SCALE, HUB_REPO_IDS, packaged_weights
+
+    # scripts/ is no package: load the sibling script by its path
+    spec = importlib.util.spec_from_file_location("push_to_hub", Path(__file__).with_name("push_to_hub.py"))
+    push = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(push)
+    return push.default_card(packaged_weights(DEFAULT_SCALE), HUB_REPO_IDS[DEFAULT_SCALE])
+
+
 def replace_section(readme: str, section: str) -> str:
     if START not in readme or END not in readme:
         raise ValueError(f"README.md has no {START} ... {END} markers")
@@ -299,15 +319,25 @@ def replace_section(readme: str, section: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument(
+        "--write-readme",
+        action="store_true",
+        help=f"update README.md's results section and write {MODEL_CARD}",
+    )
     args = parser.parse_args(argv)
     section = build()
-    if args.write_readme:
-        readme = REPO / "README.md"
-        atomic_write_text(readme, replace_section(readme.read_text(), section))
-        print(f"updated {readme}")
-    else:
+    if not args.write_readme:
         print(section)
+        return 0
+    try:
+        card = model_card()  # rendered before any write: a missing photo leaves both files as they were
+    except FileNotFoundError as error:
+        print(f"error: {error}; nothing written", file=sys.stderr)
+        return 1
+    readme = REPO / "README.md"
+    atomic_write_text(readme, replace_section(readme.read_text(), section))
+    atomic_write_text(REPO / MODEL_CARD, card)
+    print(f"updated {readme} and {REPO / MODEL_CARD}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The README's results section must be exactly what scripts/summarize_results.py builds from benchmarks/."""
+"""The README's results section must be exactly what scripts/summarize_results.py builds from benchmarks/, and
+model_card.md what it renders now."""
 
 from pathlib import Path
 
@@ -89,3 +90,29 @@ def test_gpu_targets_are_judged_from_the_slot_files(tmp_path):
     assert "Set5 >= 33.0 dB by 240 s | 32.95 | **NOT met** (-0.05 dB; never in the run) |" in text
     assert "whole-frame model (worst scale) | 1.30x (x3) | **NOT met** |" in text
     assert "end to end >= 120 fps | 130.5 fps (decode 300.0, SR 200.0, encode 150.0 fps) | met |" in text
+
+
+def test_model_card_is_the_hub_card_of_the_default_model(data_dir):
+    """Issue "A fresh machine passes", item 8: model_card.md is the card of espcn-x3 as its Hub repository shows
+    it (the upload folder's README.md, tests/test_hub.py), rendered from the packaged weights and the results
+    files of now: new weights or results make it stale until the script is run."""
+    summarize = _summarize()
+    committed = (REPO / summarize.MODEL_CARD).read_text()
+    assert committed == summarize.model_card(), "run: python scripts/summarize_results.py --write-readme"
+    assert "model-index" in committed and "](comparison.png)" in committed and "{{" not in committed
+
+
+def test_write_readme_writes_both_files_or_neither(tmp_path, monkeypatch, capsys):
+    summarize = _summarize()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{summarize.START}\nold\n{summarize.END}\ntail\n")
+    monkeypatch.setattr(summarize, "REPO", tmp_path)
+    monkeypatch.setenv("ESPCN_HF_DATA_DIR", str(tmp_path / "no-data"))  # the comparison photo is missing
+    assert summarize.main(["--write-readme"]) == 1
+    assert "comparison photo is missing" in capsys.readouterr().err
+    assert "old" in readme.read_text() and not (tmp_path / summarize.MODEL_CARD).exists()
+
+    monkeypatch.setattr(summarize, "model_card", lambda: "the card\n")
+    assert summarize.main(["--write-readme"]) == 0
+    assert (tmp_path / summarize.MODEL_CARD).read_text() == "the card\n"
+    assert readme.read_text() == f"# x\n\n{summarize.START}\n{summarize.build()}{summarize.END}\ntail\n"
