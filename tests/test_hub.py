@@ -240,7 +240,7 @@ def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, checkpoi
 
 
 def test_every_file_of_the_upload_folder_has_the_mode_of_a_plain_open(dry_run):
-    """Issue "A fresh machine passes", item 8: model.safetensors was 0600 (safetensors writes through a private
+    """Issue "A fresh machine passes": model.safetensors was 0600 (safetensors writes through a private
     temporary file); every file gets what open() gives, every folder what mkdir() gives."""
     from espcn_hf.fileio import current_umask
 
@@ -366,7 +366,7 @@ def _card_with_training(training_config: dict) -> tuple[dict, str]:
 
 @pytest.mark.parametrize("name", ["espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"])
 def test_card_names_the_training_data_of_the_shipped_models(name):
-    """Issue "A fresh machine passes", item 7: the training data is named honestly. Every training folder of a
+    """Issue "A fresh machine passes": the training data is named honestly. Every training folder of a
     shipped model is a known set, described with where its files come from; `datasets` lists the Hub ids of the
     training data that has one (none of T91, BSD200 and the BSDS500 test split has one we can vouch for) and
     the card says which sets it leaves out and why, so no id is invented."""

@@ -93,7 +93,7 @@ def test_gpu_targets_are_judged_from_the_slot_files(tmp_path):
 
 
 def test_model_card_is_the_hub_card_of_the_default_model(data_dir):
-    """Issue "A fresh machine passes", item 8: model_card.md is the card of espcn-x3 as its Hub repository shows
+    """Issue "A fresh machine passes": model_card.md is the card of espcn-x3 as its Hub repository shows
     it (the upload folder's README.md, tests/test_hub.py), rendered from the packaged weights and the results
     files of now: new weights or results make it stale until the script is run."""
     summarize = _summarize()
