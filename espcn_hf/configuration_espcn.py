@@ -92,11 +92,6 @@ class ESPCNConfig(PreTrainedConfig):
     # Saved configs always carry `auto_map` (what `register_for_auto_class()` would set), with or without
     # `espcn_hf.register()`, so every saved folder loads with `trust_remote_code=True`.
     _auto_class = "AutoConfig"
-    # A saved folder's config.json lists `custom_pipelines` so that transformers finds the pipeline code where it
-    # does not know the "image-super-resolution" task. Where `espcn_hf` is installed, `espcn_hf.register()`
-    # registers that task and sets this flag on the installed class, which then ignores the entry: there
-    # `pipeline("image-super-resolution", model=...)` needs no `trust_remote_code`.
-    _pipeline_task_registered = False
 
     def __init__(
         self,
@@ -128,8 +123,6 @@ class ESPCNConfig(PreTrainedConfig):
         # The training loss is a setting of the trainer, not of the model; config.json files written before it
         # moved out may still hold one, and it is dropped here (re-saving removes it).
         kwargs.pop("loss", None)
-        if self._pipeline_task_registered:
-            kwargs.pop("custom_pipelines", None)
         super().__init__(**kwargs)
 
     def validate_espcn(self) -> None:

@@ -39,6 +39,7 @@ local copies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tarfile
@@ -149,6 +150,32 @@ def _lr_of(hr: np.ndarray, scale: int) -> np.ndarray:
     t = torch.from_numpy(hr).permute(2, 0, 1).to(torch.float64).div_(255.0)
     lr = bicubic_degrade(t, scale)
     return np.ascontiguousarray(quantize_uint8(lr).permute(1, 2, 0).numpy())
+
+
+class DatasetUnavailableError(ValueError):
+    """A Hub dataset that can be neither downloaded (no network) nor read from the local cache."""
+
+
+def _hub_answers(repo_id: str) -> bool:
+    from .pretrained import hub_reachable
+
+    return hub_reachable(repo_id, repo_type="dataset")
+
+
+@contextlib.contextmanager
+def _hub_offline():
+    """`datasets` and `huggingface_hub` in offline mode for the block (they read HF_HUB_OFFLINE once, at import,
+    so their module settings are switched and restored): the local cache answers at once, with no ~20 s of
+    retries against a network that is not there."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    saved = datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_HUB_OFFLINE, huggingface_hub.constants.HF_HUB_OFFLINE = saved
 
 
 # ------------------------------------------------------------------------------------------------- dataset
@@ -379,9 +406,26 @@ class DataGenerator(Dataset):
         if data_files is not None and _all_image_files(data_files):
             extra["drop_labels"] = True
         extra.update(load_kwargs or {})
-        dataset = load_dataset(
-            str(repo_id), data_files=data_files, split=split, revision=revision, cache_dir=cache_dir, **extra
-        )
+        local = Path(str(repo_id)).exists()
+        online = local or _hub_answers(str(repo_id))
+        try:
+            with contextlib.nullcontext() if online else _hub_offline():
+                dataset = load_dataset(
+                    str(repo_id),
+                    data_files=data_files,
+                    split=split,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    **extra,
+                )
+        except Exception as error:  # noqa: BLE001 -- datasets raises many kinds; the cause goes in the one line
+            if online:
+                raise
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            raise DatasetUnavailableError(
+                f"{repo_id}: the Hub cannot be reached and the dataset is not in the local cache ({reason}); to "
+                "train offline, use local image folders: --train_dirs all (or folder names/paths)"
+            ) from None
         return cls.from_dataset(
             dataset, scale=scale, image_column=image_column, lr_column=lr_column, **kwargs
         )

@@ -27,7 +27,7 @@ from .evaluation import EvalReport, EvalReportError
 from .fileio import atomic_write_text, replace_dir
 from .image_processing_espcn import ESPCNImageProcessor
 from .modelcard import COMPARISON_FILE, ModelCardError, render_model_card
-from .modeling_espcn import HUB_PIPELINE_TAG, PIPELINE_TASK, ESPCNForImageSuperResolution
+from .modeling_espcn import HUB_PIPELINE_TAG, ESPCNForImageSuperResolution
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -39,7 +39,7 @@ REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json"
 MODEL_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageToImage")
 # The card's `pipeline_tag` is HUB_PIPELINE_TAG; the Hub's generated snippet calls `pipeline(HUB_PIPELINE_TAG, ...,
 # trust_remote_code=True)`, which works because `save_pretrained` lists it under `custom_pipelines` of config.json
-# beside PIPELINE_TASK (modeling_espcn.CUSTOM_PIPELINES; see the template). `check_upload_folder` insists on both.
+# (modeling_espcn.CUSTOM_PIPELINES; see the template). `check_upload_folder` insists on it.
 # Files a training run leaves beside the weights that the card reads.
 TRAINING_CONFIG_FILE = "training_config.json"
 TRAINING_RUN_FILE = "eval_results.json"
@@ -85,10 +85,8 @@ def check_upload_folder(folder: str | os.PathLike) -> None:
     if absent:
         raise HubError(f"{folder}: auto_map lacks {absent}; the repo would not load with trust_remote_code")
     tasks = config.get("custom_pipelines", {})
-    if PIPELINE_TASK not in tasks or HUB_PIPELINE_TAG not in tasks:
-        raise HubError(
-            f"{folder}: config.json custom_pipelines must list {PIPELINE_TASK!r} and {HUB_PIPELINE_TAG!r}"
-        )
+    if HUB_PIPELINE_TAG not in tasks:
+        raise HubError(f"{folder}: config.json custom_pipelines must list {HUB_PIPELINE_TAG!r}")
     from huggingface_hub import ModelCard
 
     tag = ModelCard.load(folder / "README.md").data.pipeline_tag

@@ -128,6 +128,24 @@ def _warn_if_grey_tail(image: Image.Image, name: str) -> None:
         )
 
 
+def _drop_damaged_exif(image: Image.Image, name: str) -> None:
+    """Damaged EXIF metadata (a broken byte-order mark, a truncated directory) is treated as absent: Pillow's
+    JPEG reader then applies no orientation, but a copy of the image would raise when its EXIF is read again, so
+    the metadata is dropped from `image` (our own copy) with a warning naming the file."""
+    raw = image.info.get("exif")
+    if not raw:
+        return
+    try:
+        Image.Exif().load(raw)
+    except Exception as error:  # noqa: BLE001 -- Pillow's EXIF parser raises SyntaxError, struct.error, ...
+        del image.info["exif"]
+        warnings.warn(
+            f"{name}: damaged EXIF metadata ignored, orientation not applied ({type(error).__name__}: {error})",
+            ImageDataWarning,
+            stacklevel=3,
+        )
+
+
 def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = 2) -> Image.Image:
     """Open and fully decode an image from a path, bytes, a binary file object or a PIL image.
 
@@ -191,7 +209,8 @@ def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: in
             _warn_if_grey_tail(image, name)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                image = ImageOps.exif_transpose(image)
+                image = ImageOps.exif_transpose(image)  # a copy: ours to change below
+            _drop_damaged_exif(image, name)
         except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
             raise ImageLoadError(f"{name}: the image data is truncated or corrupt ({error})") from None
         except Image.DecompressionBombError as error:

@@ -11,6 +11,7 @@ This file imports only numpy, PIL, torch and transformers because it is copied f
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,12 +69,27 @@ def output_mode(image) -> str:
     return "I;16" if getattr(image, "dtype", None) == np.uint16 else "L"
 
 
+def exif_transpose(image: Image.Image) -> Image.Image:
+    """`ImageOps.exif_transpose`, with damaged EXIF metadata (a broken byte-order mark, a truncated directory,
+    ...) treated as absent: a warning, and the pixels as stored. Damaged metadata is not damaged pixel data."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as error:  # noqa: BLE001 -- Pillow's EXIF parser raises SyntaxError, struct.error, ...
+        name = getattr(image, "filename", None) or "image"
+        warnings.warn(
+            f"{name}: damaged EXIF metadata ignored, orientation not applied ({type(error).__name__}: {error})",
+            UserWarning,
+            stacklevel=2,
+        )
+        return image
+
+
 def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
     """(the image with its EXIF orientation applied, its alpha channel as an "L" image or None).
 
     The orientation is applied first, so the alpha matches the rotated pixels.
     """
-    image = ImageOps.exif_transpose(image)
+    image = exif_transpose(image)
     if image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (
         image.mode == "P" and "transparency" in image.info
     ):
@@ -87,7 +103,7 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     Handles 1, L, P (palette, with or without transparency), LA, RGBA, CMYK, YCbCr, I;16 (16-bit) and I/F modes.
     Transparent pixels keep their colour values (the alpha channel is dropped here; see `split_alpha`).
     """
-    image = ImageOps.exif_transpose(image)
+    image = exif_transpose(image)
     if image.mode in _GRAY_16_BIT_MODES:
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0

@@ -68,20 +68,23 @@ ACTIVATION_LAYERS = {
     "identity": lambda channels: nn.Identity(),
 }
 
-# The custom pipeline a saved folder carries (config.json `custom_pipelines`), in the format transformers'
-# `Pipeline.save_pretrained` writes: `pipeline("image-super-resolution", model=FOLDER, trust_remote_code=True)` then
-# loads `pipeline_espcn.py` from the folder where transformers does not know the task. The same pipeline is also
-# listed as "image-to-image", the Hub category of SR models (the card's `pipeline_tag`): the snippet the Hub shows,
-# `pipeline("image-to-image", model=REPO, trust_remote_code=True)`, then works, since transformers looks up
-# `custom_pipelines` before refusing a task it removed. (With two tasks listed, a call without a task must name one.)
+# Two names, one pipeline (`pipeline_espcn.ImageSuperResolutionPipeline`), each with one meaning:
+# - PIPELINE_TASK, "image-super-resolution": the task the installed package registers with transformers
+#   (`PIPELINE_REGISTRY`), so `pipeline("image-super-resolution", model=FOLDER_OR_REPO)` needs no remote code;
+# - HUB_PIPELINE_TAG, "image-to-image": the Hub category of SR models (the card's `pipeline_tag`) and the only
+#   entry of config.json's `custom_pipelines` in a saved folder, so the snippet the Hub shows,
+#   `pipeline("image-to-image", model=REPO, trust_remote_code=True)`, loads `pipeline_espcn.py` from the folder where
+#   espcn_hf is not installed (transformers looks up `custom_pipelines` before refusing a task it removed).
+# transformers runs a task listed in `custom_pipelines` only as remote code, so the registered task is not listed.
 PIPELINE_TASK = "image-super-resolution"
 HUB_PIPELINE_TAG = "image-to-image"
-_PIPELINE = {
-    "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
-    "pt": ["AutoModelForImageToImage"],
-    "type": "image",
+CUSTOM_PIPELINES = {
+    HUB_PIPELINE_TAG: {
+        "impl": "pipeline_espcn.ImageSuperResolutionPipeline",
+        "pt": ["AutoModelForImageToImage"],
+        "type": "image",
+    }
 }
-CUSTOM_PIPELINES = {PIPELINE_TASK: _PIPELINE, HUB_PIPELINE_TAG: _PIPELINE}
 PIPELINE_CODE_FILE = "pipeline_espcn.py"
 _FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")  # safetensors dtype names of floating-point tensors
 

@@ -174,13 +174,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> None:
-    """Register `espcn-hf export` on the CLI's sub-parsers (espcn_hf.cli.COMMANDS)."""
+    """`espcn-hf export` (espcn_hf_cli.COMMANDS)."""
+    from espcn_hf_cli import COMMANDS
+
     parser = subparsers.add_parser(
         "export",
-        help="export a model to ONNX (onnxruntime, transformers.js)",
+        help=COMMANDS["export"][0],
         description="Export an ESPCN model to one ONNX file: input pixel_values (batch, 3, height, width) RGB in "
         "[0, 1], output reconstruction (batch, 3, r*height, r*width); dynamic batch/height/width. The file is "
-        "checked against torch with onnxruntime (max abs diff <= 1e-4) before it is written.",
+        "checked against torch with onnxruntime (max abs diff <= 1e-4) before it is written. Needs the `onnx` "
+        "extra: pip install 'espcn-hf[onnx]'.",
         epilog="example:\n  espcn-hf export espcn-hf/espcn-x3 -o onnx/model.onnx",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -190,15 +193,19 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`espcn-hf export MODEL -o model.onnx`: 0 on success, 1 with one error line otherwise."""
+    from .cli import EXIT_FAILURES, EXIT_OK, missing_extra
     from .pretrained import CheckpointError
 
     try:
         path = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
+    except ImportError as error:  # onnx / onnxruntime / onnxscript: the optional `onnx` extra
+        print(f"error: {missing_extra(error, 'onnx')}", file=sys.stderr)
+        return EXIT_FAILURES
     except (CheckpointError, ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURES
     print(f"{args.model} -> {path} ({path.stat().st_size / 1024:.0f} kB, opset {args.opset})")
-    return 0
+    return EXIT_OK
 
 
 __all__ = ["DEFAULT_OPSET", "add_arguments", "add_parser", "check_onnx", "export_onnx", "run"]

@@ -81,13 +81,15 @@ def is_repo_id(name: str) -> bool:
     return True
 
 
-def hub_reachable(repo_id: str) -> bool:
+def hub_reachable(repo_id: str, repo_type: str | None = None) -> bool:
     """False in offline mode (HF_HUB_OFFLINE=1) or when the Hub does not answer within a few seconds. An
-    answer of any kind (even "no such repo") counts as reachable: `from_pretrained` then says what is wrong."""
+    answer of any kind (even "no such repo") counts as reachable: `from_pretrained` then says what is wrong.
+    `repo_type`: None (a model) or "dataset"."""
     if is_offline_mode():
         return False
+    filename = "README.md" if repo_type == "dataset" else "config.json"
     try:
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), timeout=HUB_PROBE_TIMEOUT_S)
+        get_hf_file_metadata(hf_hub_url(repo_id, filename, repo_type=repo_type), timeout=HUB_PROBE_TIMEOUT_S)
     except HfHubHTTPError:
         return True
     except Exception:  # noqa: BLE001 (any connection failure means "not reachable"; the cache is tried next)
@@ -120,6 +122,11 @@ def _first_line(error: BaseException) -> str:
 
 def _load(model, **kwargs) -> tuple[ESPCNForImageSuperResolution, str]:
     name = str(model)
+    if Path(name).is_file():
+        raise CheckpointError(
+            f"{name}: is a file; a model is a folder written by save_pretrained (config.json, model.safetensors) "
+            "or a Hub repo id"
+        )
     if Path(name).exists():
         return _from_pretrained(name, **kwargs), f"model: {name} (local folder)"
     if not is_repo_id(name):

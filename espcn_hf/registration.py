@@ -17,9 +17,9 @@ _registered = False
 
 
 def register() -> None:
-    """Register "espcn" with AutoConfig / AutoModel / AutoModelForImageToImage / AutoImageProcessor, the
-    `image-super-resolution` pipeline task, and the `auto_map` / `custom_pipelines` and code files written by
-    `save_pretrained` for remote code."""
+    """Register "espcn" with AutoConfig / AutoModel / AutoModelForImageToImage / AutoImageProcessor and the
+    `image-super-resolution` pipeline task (`import espcn_hf` calls this). Saved folders need none of it: the
+    classes' `_auto_class` makes `save_pretrained` write `auto_map`, `custom_pipelines` and the code files."""
     global _registered
     if _registered:
         return
@@ -29,17 +29,7 @@ def register() -> None:
     AutoImageProcessor.register(
         ESPCNConfig, image_processor_classes={"pil": ESPCNImageProcessor}, exist_ok=True
     )
-    # save_pretrained() then writes `auto_map` and copies the code files, so a saved folder (or a Hub repo made
-    # from it) loads with trust_remote_code=True where espcn_hf is not installed.
-    ESPCNConfig.register_for_auto_class()
-    ESPCNForImageSuperResolution.register_for_auto_class("AutoModel")
-    ESPCNForImageSuperResolution.register_for_auto_class("AutoModelForImageToImage")
-    ESPCNImageProcessor.register_for_auto_class("AutoImageProcessor")
-
     from .pipeline_espcn import register_pipeline
 
     register_pipeline()
-    # The task is known here, so config.json's `custom_pipelines` (for machines without espcn_hf) is not read
-    # by this installation's config class: pipeline() needs no trust_remote_code (see ESPCNConfig).
-    ESPCNConfig._pipeline_task_registered = True
     _registered = True

@@ -32,7 +32,6 @@ Decisions, in the order a reader meets them:
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import os
 import queue
@@ -67,7 +66,17 @@ CRF_CODECS = {
 }
 # Encoders with x264-style speed presets (`preset`): faster presets keep the crf quality target and write larger files.
 PRESET_CODECS = ("libx264", "libx264rgb", "libx265")
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+ENCODER_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+)
 # File names a folder scan takes for videos (files named explicitly are probed by content whatever their name).
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".wmv", ".flv", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv",
@@ -149,21 +158,10 @@ def is_video(path: str | os.PathLike) -> bool:
     """True when FFmpeg can read `path` as a video (see the module docstring for GIFs and still images).
 
     Without PyAV a file counts as a video by its extension alone (GIFs excepted), so that `upscale_video` can say
-    which extra to install instead of the file being refused as a broken image. The answer is remembered per file
-    version (path, inode, size, modification time): naming an output and then upscaling it opens the file once."""
+    which extra to install instead of the file being refused as a broken image."""
     if not _have_pyav():
         suffix = Path(path).suffix.lower()
         return suffix in VIDEO_EXTENSIONS and suffix != ".gif"
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return False
-    return _probe_is_video(os.fspath(path), (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
-
-
-@functools.lru_cache(maxsize=4096)
-def _probe_is_video(path: str, version: tuple[int, int, int, int]) -> bool:
-    """`is_video` by opening the file; `version` (from os.stat) is only part of the cache key."""
     try:
         container = _open_input(path)
     except VideoError:
@@ -362,7 +360,7 @@ def upscale_video(
         crf: constant-quality setting for libx264/libx265/libvpx-vp9/libaom-av1 (0 = lossless with libx264,
             18 = visually lossless, 23 = FFmpeg's default); None leaves the encoder's default.
         codec, pix_fmt: the FFmpeg encoder and pixel format of the output (default H.264, yuv420p).
-        preset: the speed preset of libx264/libx265 (`PRESETS`, "ultrafast" ... "veryslow"); None = the encoder's
+        preset: the speed preset of libx264/libx265 (`ENCODER_PRESETS`, "ultrafast" ... "veryslow"); None = the encoder's
             default ("medium"). At 1080p the encoder is the slowest stage after the network: on the 2-core CPU
             "veryfast" encoded 2.6x and "ultrafast" 8.9x as many frames per second as "medium", at the same crf,
             in files 1% smaller and 22% larger (benchmarks/speed_video_cpu.md).
@@ -380,9 +378,9 @@ def upscale_video(
     src_path, dst_path = Path(src), Path(dst)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if preset is not None and (preset not in PRESETS or codec not in PRESET_CODECS):
+    if preset is not None and (preset not in ENCODER_PRESETS or codec not in PRESET_CODECS):
         raise ValueError(
-            f"preset={preset!r}: must be one of {PRESETS}, with one of the encoders {PRESET_CODECS} (codec={codec!r})"
+            f"preset={preset!r}: must be one of {ENCODER_PRESETS}, with one of the encoders {PRESET_CODECS} (codec={codec!r})"
         )
     if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):  # links too
         raise VideoError(f"{dst}: refusing to overwrite the input video")
@@ -546,10 +544,10 @@ def upscale_video(
 
 
 __all__ = [
-    "PRESETS",
     "VIDEO_EXTENSIONS",
     "VideoError",
     "VideoInfo",
+    "ENCODER_PRESETS",
     "is_video",
     "probe_video",
     "upscale_frames",

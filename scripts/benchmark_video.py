@@ -30,10 +30,10 @@ from bench_common import REPO, median_ms, opencv_espcn
 
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.pretrained import load_model, packaged_weights
-from espcn_hf.video import DEFAULT_CRF, PRESETS, upscale_frames, upscale_video
+from espcn_hf.video import DEFAULT_CRF, ENCODER_PRESETS, upscale_frames, upscale_video
 
 CASES = [(3, 640, 360), (3, 426, 240), (3, 320, 180)]  # (scale, LR width, LR height)
-ENCODER_PRESETS = ("medium", "veryfast", "ultrafast")  # timed on the first (largest) case
+TIMED_PRESETS = ("medium", "veryfast", "ultrafast")  # timed on the first (largest) case
 
 
 def synthetic_frame(index: int, height: int, width: int) -> np.ndarray:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch and OpenCV threads (default: torch's)"
     )
     parser.add_argument(
-        "--preset", choices=PRESETS, default=None, help="libx264 speed preset (default: medium)"
+        "--preset", choices=ENCODER_PRESETS, default=None, help="libx264 speed preset (default: medium)"
     )
     parser.add_argument(
         "--output", type=Path, default=None, help="default: benchmarks/speed_video_<device>.md"
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             row["encode"] = n / t_encode
             if not rows:  # the largest case: what each libx264 speed preset costs (same frames, same crf)
-                for preset in ENCODER_PRESETS:
+                for preset in TIMED_PRESETS:
                     if preset == (args.preset or "medium"):  # the encode column just measured it
                         preset_rows.append((preset, row["encode"], (tmp / "encoded.mp4").stat().st_size))
                         continue

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped ESPCN models one after another, each within a time budget, and ship each best/ model as the
-# packaged weights espcn_hf/weights/<name>/ (scripts/refresh_weights.py then syncs its code files): x3 (seven-layer) first, then x2 and x4 started from the x3 feature layers, then the paper's x3 net.
+# packaged weights espcn_hf/weights/<name>/ (scripts/ship_model.py): x3 (seven-layer) first, then x2 and x4 started from the x3 feature layers, then the paper's x3 net.
 #
 #   bash scripts/train_all.sh                 # from the repository root; logs in runs/<name>/log.txt
 #   MIN_X3=42 MIN_X2=25 MIN_X4=25 MIN_PAPER=25 THREADS=1 bash scripts/train_all.sh
@@ -35,9 +35,7 @@ train() {  # train NAME MINUTES [extra train.py flags...]
             --resume_from_checkpoint latest "$@" >> "$out/log.txt" 2>&1
         tail -n 1 "$out/log.txt"
     fi
-    rm -rf "espcn_hf/weights/$name"
-    cp -r "$out/best" "espcn_hf/weights/$name"
-    "$PYTHON" scripts/refresh_weights.py
+    "$PYTHON" scripts/ship_model.py "$out/best" "$name"
     echo "$(date +%T) $name: best model shipped as espcn_hf/weights/$name ($(tr -d '\n ' < "$out/best/eval_results.json"))"
 }
 

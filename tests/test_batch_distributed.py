@@ -62,7 +62,6 @@ def test_one_process_writes_skips_and_reports_bad_files(folder, tiny_checkpoint,
     assert len(upscale_files(files, outputs, tiny_checkpoint).written) == NUM_IMAGES  # default: write all
 
 
-
 class Recorder:
     def __init__(self) -> None:
         self.lines: dict[str, list[str]] = {"info": [], "warning": [], "error": []}
@@ -94,8 +93,12 @@ def test_reporter_gets_each_failure_as_it_happens(folder, tiny_checkpoint, tmp_p
     )  # fmt: skip
     assert recorder.lines["error"] == [message for _, message in result.failed]
     assert [source for source, _ in result.failed] == [str(bad), str(files[0])]
-    assert recorder.lines["error"][0].startswith(str(bad)) and "refusing to overwrite" in recorder.lines["error"][1]
+    assert (
+        recorder.lines["error"][0].startswith(str(bad))
+        and "refusing to overwrite" in recorder.lines["error"][1]
+    )
     assert files[1].read_bytes() == before and len(result.written) == NUM_IMAGES
+
 
 JOB = """
 import json, os, sys, time
@@ -179,16 +182,112 @@ def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_che
     assert_complete(outputs, files, model)
 
 
+@pytest.mark.slow
 def test_accelerate_launch_cli_upscale_two_processes(folder, tiny_checkpoint, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale IN -o OUT`, as the README says."""
+    """`accelerate launch --multi_gpu --num_processes 2 -m espcn_hf.cli upscale IN -o OUT`, as the README says: the
+    `model:` line once, one progress bar per process (labelled with its rank), and a summary of what each did."""
     files, _ = folder
     out = tmp_path / "cli_out"
     command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29549"]
-    command += ["-m", "espcn_hf.cli", "upscale", str(files[0].parent), "-o", str(out), "--model", str(tiny_checkpoint)]
+    command += [
+        "-m",
+        "espcn_hf.cli",
+        "upscale",
+        str(files[0].parent),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_checkpoint),
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{f.stem}_x3.png" for f in files)
     assert_complete([out / f"{f.stem}_x3.png" for f in files], files, tiny_model(3))
+    assert result.stdout.count("model: ") == 1, result.stdout
+    assert "[0/2]" in result.stderr and "[1/2]" in result.stderr  # a bar per process, labelled
+    summary = [line for line in result.stdout.splitlines() if line.startswith(f"{NUM_IMAGES} written")]
+    assert summary == [f"{NUM_IMAGES} written, 0 already there (skipped), 0 failed (2 processes: process 0: 4 "
+                       "written, 0 failed of 4; process 1: 4 written, 0 failed of 4)"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_one_process_on_a_cpu_says_how_to_start_several(folder, tiny_checkpoint, tmp_path):
+    """`accelerate launch --num_processes 2` without --multi_gpu starts ONE process on a CPU: it says so."""
+    files, _ = folder
+    command = [
+        str(ACCELERATE),
+        "launch",
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    command += ["-m", "espcn_hf.cli", "upscale", str(files[0]), "-o", str(tmp_path / "o.png"), "--model",
+                str(tiny_checkpoint)]  # fmt: skip
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accelerate started one process; on CPUs `accelerate launch --multi_gpu" in result.stdout
+
+
+@pytest.mark.slow
+def test_killing_the_launcher_stops_the_workers(tmp_path, tiny_checkpoint):
+    """Each worker runs in its own process session, so a SIGKILL of `accelerate launch` used to leave them
+    running to the end of the job; they now stop within about a second, leaving only complete outputs."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(40):
+        Image.fromarray(natural_image(200, 240, seed=i)).save(inputs / f"img{i:02d}.png")
+    out = tmp_path / "out"
+    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29551"]
+    command += [
+        "-m",
+        "espcn_hf.cli",
+        "upscale",
+        str(inputs),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_checkpoint),
+        "-q",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.png"))):
+        assert job.poll() is None and time.monotonic() < deadline, "no output before the launcher was killed"
+        time.sleep(0.05)
+    workers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _is_worker(p, out)]
+    assert len(workers) == 2
+    job.kill()
+    job.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(Path(w).exists() and _is_worker(w, out) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(w).exists() and _is_worker(w, out) for w in workers), "workers outlived the launcher"
+    done = [p for p in out.iterdir() if not is_partial_file(p)]
+    assert 1 <= len(done) < 40
+    files = [inputs / p.name.replace("_x3", "") for p in done]
+    assert_complete(done, files, tiny_model(3))
+
+
+def _is_worker(proc: Path, out: Path) -> bool:
+    try:
+        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        status = (proc / "status").read_text()
+    except OSError:
+        return False
+    launcher = any(arg.endswith(b"accelerate") for arg in cmdline[:2])
+    return (
+        b"espcn_hf.cli" in cmdline
+        and str(out).encode() in cmdline
+        and "State:\tZ" not in status
+        and not launcher
+    )

@@ -30,7 +30,6 @@ from espcn_hf.evaluation import EvalReport
 from espcn_hf.hub import (
     COMPARISON_FILE,
     HUB_PIPELINE_TAG,
-    PIPELINE_TASK,
     REQUIRED_FILES,
     HubError,
     prepare_upload_folder,
@@ -175,8 +174,10 @@ def test_the_hub_snippet_task_is_a_custom_pipeline_of_the_folder(dry_run):
     front = _front_matter((folder / "README.md").read_text())
     tasks = json.loads((folder / "config.json").read_text())["custom_pipelines"]
     assert front["pipeline_tag"] == HUB_PIPELINE_TAG and front["library_name"] == "transformers"
-    assert {front["pipeline_tag"], PIPELINE_TASK} <= set(tasks)
-    assert tasks[front["pipeline_tag"]] == tasks[PIPELINE_TASK]
+    assert set(tasks) == {
+        front["pipeline_tag"]
+    }  # not the registered task: transformers would run it remotely
+    assert tasks[front["pipeline_tag"]]["impl"] == "pipeline_espcn.ImageSuperResolutionPipeline"
 
 
 def test_dry_run_folder_loads_in_process(dry_run, checkpoint):
@@ -332,7 +333,7 @@ def test_card_numbers_come_from_the_results_file(dry_run, eval_json):
         assert cells == wanted, set_name
     assert report.command in card, "the card must quote the command that produced its numbers"
     assert "@inproceedings{shi2016real" in card
-    assert 'pipeline("image-super-resolution", model="espcn-hf/espcn-x3", trust_remote_code=True)' in card
+    assert 'pipeline("image-to-image", model="espcn-hf/espcn-x3", trust_remote_code=True)' in card
 
 
 def test_card_metadata_is_what_the_hub_expects(dry_run):

@@ -81,7 +81,9 @@ def make_clip(
 
 def decode(path: Path) -> list:
     with av.open(str(path)) as container:
-        return [(f.pts * f.time_base, f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(video=0)]
+        return [
+            (f.pts * f.time_base, f.to_ndarray(format="rgb24"), f.rotation) for f in container.decode(video=0)
+        ]
 
 
 def audio_packets(path: Path) -> list[bytes]:
@@ -108,7 +110,9 @@ def test_lossless_output_matches_upscale_of_each_frame(clip, model, tmp_path):
     assert len(result) == len(source) == FRAMES
     assert [t for t, _, _ in result] == [t for t, _, _ in source]  # timestamps, hence frame rate, kept
     assert probe_video(out).rate == Fraction(RATE)
-    assert probe_video(clip).duration == pytest.approx(FRAMES / RATE, abs=0.1)  # what the Space checks (<= 10 s)
+    assert probe_video(clip).duration == pytest.approx(
+        FRAMES / RATE, abs=0.1
+    )  # what the Space checks (<= 10 s)
     assert all(rotation == 90 for _, _, rotation in result)  # display matrix carried over
     assert audio_packets(out) == audio_packets(clip)  # audio copied packet for packet
     for (_, lr, _), (_, sr, _) in zip(source, result, strict=True):
@@ -142,7 +146,9 @@ def test_upscale_frames_is_the_image_path_on_uint8_batches(model):
     floats = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     expected = quantize_uint8(upscale(floats, model)).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(out, expected)  # the tensor path, the package's rounding rule
-    for frame, result in zip(frames, out, strict=True):  # the image path rescales by 1/255 (the processor): 1 level
+    for frame, result in zip(
+        frames, out, strict=True
+    ):  # the image path rescales by 1/255 (the processor): 1 level
         assert np.abs(result.astype(int) - upscale(frame, model).astype(int)).max() <= 1
     cropped = upscale_frames(torch.from_numpy(frames), model, size=(70, 95))  # a tensor works too
     np.testing.assert_array_equal(cropped, out[:, :70, :95])
@@ -199,20 +205,26 @@ def test_detection_by_content(clip, tmp_path):
     assert not is_video(tmp_path / "missing.mp4")
 
 
+def test_the_upscale_command_probes_each_input_once(clip, tmp_path, tiny_checkpoint, monkeypatch):
+    """`espcn-hf upscale` asks "is it a video?" once per input (for its output name and for the job): batch.py
+    owns both, so no process-wide cache is needed."""
+    import espcn_hf.batch as batch
+    from espcn_hf.cli import main
 
-def test_detection_opens_each_file_version_once(clip, tmp_path, monkeypatch):
-    """The CLI names an output (.mp4 or .png) and then upscales: the file is probed once, not once per question;
-    a rewritten file (new size / modification time) is probed again."""
-    import espcn_hf.video as video
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clip.mp4").write_bytes(clip.read_bytes())
+    Image.fromarray(clip_frame(0)).save(folder / "still.png")
+    probed = []
+    real = batch.is_video
+    monkeypatch.setattr(batch, "is_video", lambda path: probed.append(Path(path).name) or real(path))
+    assert (
+        main(["upscale", str(folder), "-o", str(tmp_path / "out"), "--model", str(tiny_checkpoint), "-q"])
+        == 0
+    )
+    assert sorted(probed) == ["clip.mp4", "still.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip_x3.mp4", "still_x3.png"]
 
-    opened = []
-    real_open = video._open_input
-    monkeypatch.setattr(video, "_open_input", lambda path: opened.append(path) or real_open(path))
-    copy = tmp_path / "copy.mp4"
-    copy.write_bytes(clip.read_bytes())
-    assert is_video(copy) and is_video(str(copy)) and len(opened) == 1
-    Image.fromarray(clip_frame(0)).save(copy, format="PNG")  # same name, now a still image
-    assert not is_video(copy) and len(opened) == 2
 
 def test_webm_vp9_input_detected_by_content(model, tmp_path):
     clip = make_clip(tmp_path / "clip.webm", frames=3, audio=False, rotation=None, codec="libvpx-vp9")
@@ -322,7 +334,9 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
 
 def test_encoder_failure_in_the_writer_thread_is_one_error_and_no_file(clip, model, tmp_path):
     with pytest.raises(VideoError, match="FFmpeg failed") as error:
-        upscale_video(clip, tmp_path / "out.mp4", model, pix_fmt="gray16be", progress=False)  # libx264 refuses it
+        upscale_video(
+            clip, tmp_path / "out.mp4", model, pix_fmt="gray16be", progress=False
+        )  # libx264 refuses it
     assert str(clip) in str(error.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 

@@ -18,7 +18,7 @@ from conftest import REPO_ROOT, natural_image
 from PIL import Image
 
 # What a wheel is built from (the rest of the checkout must not be needed).
-SOURCES = ("pyproject.toml", "README.md", "espcn_hf")
+SOURCES = ("pyproject.toml", "README.md", "espcn_hf", "espcn_hf_cli")
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +45,13 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_holds_the_packaged_models(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for model in ("espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"):
-        for file in ("config.json", "model.safetensors", "preprocessor_config.json", "pipeline_espcn.py"):
+        for file in ("config.json", "model.safetensors", "preprocessor_config.json"):
             assert f"espcn_hf/weights/{model}/{file}" in names, (model, file)
     assert not any(name.startswith(("tests/", "scripts/", "benchmarks/", "checkpoints/")) for name in names)
+    assert not any(
+        name.startswith("espcn_hf/weights/") and name.endswith(".py") for name in names
+    )  # generated
+    assert "espcn_hf_cli/__init__.py" in names  # the console script's front door
 
 
 def test_installed_wheel_upscales_offline_outside_the_checkout(wheel, tmp_path):
@@ -69,9 +73,9 @@ def test_installed_wheel_upscales_offline_outside_the_checkout(wheel, tmp_path):
         HF_HOME=str(tmp_path / "hf_home"),  # an empty Hub cache
     )
     code = (
-        "import sys, espcn_hf, espcn_hf.cli; "
+        "import sys, espcn_hf, espcn_hf_cli; "
         "print('PACKAGE', espcn_hf.__file__); "
-        "sys.exit(espcn_hf.cli.main(['upscale', 'in.png', '-o', 'out.png']))"
+        "sys.exit(espcn_hf_cli.main(['upscale', 'in.png', '-o', 'out.png']))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=work, env=env, capture_output=True, text=True, timeout=300
