@@ -34,7 +34,9 @@ a few (they override both). Infrastructure (checkpoint folder, resume, tracking,
 
     # GPU presets (bf16 through accelerate, large batches, time-based cosine schedule)
     accelerate launch scripts/train.py --config configs/espcn-x3-gpu.yaml --output_dir runs/x3-gpu
-    # DIV2K from the Hub (needs `datasets`; 800 images, about 7.4 GB decoded at x3)
+    # DIV2K from the Hub (needs `datasets`; 800 images, about 7.4 GB decoded at x3). Without a network it ends at
+    # once in one line naming --train_dirs (accelerate adds its own traceback for any failed run; `accelerate
+    # launch --quiet` leaves the one line)
     accelerate launch scripts/train.py --config configs/espcn-x3-div2k.yaml --output_dir runs/x3-div2k
 
     # push the best model at the end (everything is saved locally first; a failed push exits with status 1)
