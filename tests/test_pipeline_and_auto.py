@@ -298,8 +298,8 @@ class _FakeCard:
 
 
 def test_readme_python_snippets_run(tmp_path, monkeypatch):
-    """The README's Python section runs as written, with the Hub repo id served by the packaged x3 folder (the
-    Hub cannot be reached here; tests/test_hub_cache.py covers loading by repo id)."""
+    """The README's Python section runs as written, with the Hub repo id served by a save_pretrained folder of the
+    packaged x3 model (the Hub cannot be reached here; tests/test_hub_cache.py covers loading by repo id)."""
     import re
 
     from espcn_hf.pretrained import packaged_weights
@@ -312,6 +312,8 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for name, size in (("photo.png", (24, 20)), ("a.png", (24, 20)), ("b.jpg", (13, 9))):
         Image.fromarray(natural_image(size[1], size[0])).save(name)
+    # what the Hub repo holds: the packaged x3 model as save_pretrained writes it (code files, custom_pipelines)
+    repo = save_checkpoint(ESPCNForImageSuperResolution.from_pretrained(packaged_weights(3)), tmp_path / "repo")
     for block in blocks[:2]:
-        code = block.replace('"espcn-hf/espcn-x3"', repr(str(packaged_weights(3))))
+        code = block.replace('"espcn-hf/espcn-x3"', repr(str(repo)))
         exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
