@@ -1,18 +1,26 @@
-"""Render the sample images of the package (`espcn_hf/assets/`). The Space's examples are real photos from the
-standard benchmark sets instead (see space/README.md); this script is not part of the Space upload.
+"""Render the sample images of the package (`espcn_hf/assets/`) and the Space's example clip; this script is not
+part of the Space upload.
 
-Every image is drawn procedurally here (PIL + numpy, fixed seeds), so there is no third-party content and the
-files can be rebuilt bit for bit:
+    python space/examples/make_examples.py          # both
+    python space/examples/make_examples.py assets   # the package's sample images only
+    python space/examples/make_examples.py clip     # space/examples/bsd100_3096_pan.mp4 only (needs PyAV)
 
-    python space/examples/make_examples.py
+The sample images are drawn procedurally here (PIL + numpy, fixed seeds), so there is no third-party content and
+the files can be rebuilt bit for bit. Each has structure that super-resolution must get right: edges and text (a
+test chart), fine fractal detail (a Julia set), smooth gradients next to sharp silhouettes (a landscape), periodic
+texture (tiles).
 
-Each image has structure that super-resolution must get right: edges and text (a test chart), fine fractal
-detail (a Julia set), smooth gradients next to sharp silhouettes (a landscape), periodic texture (tiles).
+The Space's example photos are real photos from the standard benchmark sets (see space/README.md). Its example
+clip for the video tab is cut from one of them, `bsd100_3096.png` (the airplane): a 160x120 window pans across
+the photo following the aircraft, 2 s at 15 fps, H.264 (one encoder thread, so the same FFmpeg build rebuilds the
+same bytes). Nothing is resampled: every frame is a crop of the photo.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +28,12 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
 ASSETS = HERE.parents[1] / "espcn_hf" / "assets"
+CLIP = HERE / "bsd100_3096_pan.mp4"
+CLIP_SOURCE = HERE / "bsd100_3096.png"
+# The pan: a window of CLIP_SIZE (width, height) whose top-left corner moves from CLIP_START to CLIP_END.
+CLIP_SIZE = (160, 120)
+CLIP_START, CLIP_END = (300, 110), (150, 150)
+CLIP_RATE, CLIP_FRAMES = 15, 30
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -156,7 +170,30 @@ def tiles(width: int = 240, height: int = 180) -> Image.Image:
     return image
 
 
-def main() -> None:
+def pan_clip(path: Path = CLIP, source: Path = CLIP_SOURCE) -> Path:
+    """The video tab's example: CLIP_FRAMES crops of CLIP_SIZE from `source`, the window moving in a straight
+    line from CLIP_START to CLIP_END (whole pixels), encoded as H.264 yuv420p at CLIP_RATE fps."""
+    import av  # PyAV, the `video` extra
+
+    photo = np.asarray(Image.open(source).convert("RGB"))
+    width, height = CLIP_SIZE
+    with av.open(str(path), "w", format="mp4") as container:
+        video = container.add_stream("libx264", rate=CLIP_RATE)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        video.options = {"crf": "20", "threads": "1"}
+        for i in range(CLIP_FRAMES):
+            t = i / (CLIP_FRAMES - 1)
+            left = round(CLIP_START[0] + t * (CLIP_END[0] - CLIP_START[0]))
+            top = round(CLIP_START[1] + t * (CLIP_END[1] - CLIP_START[1]))
+            crop = np.ascontiguousarray(photo[top : top + height, left : left + width])
+            frame = av.VideoFrame.from_ndarray(crop, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, CLIP_RATE)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+    return path
+
+
+def render_assets() -> None:
     ASSETS.mkdir(parents=True, exist_ok=True)
     outputs = {
         ASSETS / "chart.png": test_chart(),
@@ -166,6 +203,19 @@ def main() -> None:
     for path, image in outputs.items():
         image.save(path, optimize=True)
         print(f"{path}: {image.size[0]}x{image.size[1]}, {path.stat().st_size / 1024:.1f} kB")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", nargs="?", choices=("all", "assets", "clip"), default="all")
+    args = parser.parse_args(argv)
+    if args.what in ("all", "assets"):
+        render_assets()
+    if args.what in ("all", "clip"):
+        path = pan_clip()
+        print(
+            f"{path}: {CLIP_FRAMES} frames of {CLIP_SIZE[0]}x{CLIP_SIZE[1]}, {path.stat().st_size / 1024:.1f} kB"
+        )
 
 
 if __name__ == "__main__":
