@@ -79,10 +79,9 @@ def launch_local(random_weights: bool):
         note = (
             "the app's own choice (Hub repo or its cache, else the packaged weights), see the info line below"
         )
-    # Private temp folders, so that their size before and after the burst is the app's alone.
+    # A private gradio cache folder (uploads and results): its size before and after the burst is the app's.
     temp = Path(tempfile.mkdtemp(prefix="espcn-load-temp-"))
     os.environ["GRADIO_TEMP_DIR"] = str(temp / "gradio-cache")
-    os.environ["ESPCN_SPACE_OUTPUT_DIR"] = str(temp / "outputs")
     spec = importlib.util.spec_from_file_location("espcn_space_app", REPO_ROOT / "space" / "app.py")
     app = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = app

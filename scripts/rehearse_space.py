@@ -6,7 +6,8 @@ offline from a Hub cache that holds the exact model push folders, driven by grad
 
 Steps (each one printed, the whole run fails on the first problem):
 1. `build_space_folder`: what `hf upload` of space/ plus espcn_hf/ would put in the Space repo (space/README.md,
-   "Deploy"): app.py, README.md, requirements.txt, the example photos, and the package folder beside app.py.
+   "Deploy"): app.py, README.md, requirements.txt, the example photos and clip, and the package folder beside
+   app.py.
 2. `hub_push_folder` for each default repo id (espcn-hf/espcn-x2/x3/x4): the folder the publishing code would push
    for the packaged weights, laid out by `lay_out_hub_cache` as HF_HUB_CACHE/models--OWNER--NAME/snapshots/<sha>/
    with refs/main, as `huggingface_hub` leaves it after a download.
@@ -46,7 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SPACE_FILES = ("app.py", "README.md", "requirements.txt")
-EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".mp4")
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.egg-info", ".*")
 
 
@@ -59,7 +60,7 @@ def build_space_folder(
     dest: str | os.PathLike, space_dir: Path = SPACE_DIR, package_dir: Path = PACKAGE_DIR
 ) -> Path:
     """Write the Space repository's content into `dest` (replaced): space/'s app, README (front matter) and
-    requirements, its example photos, and the `espcn_hf` package folder beside app.py."""
+    requirements, its example photos and clip, and the `espcn_hf` package folder beside app.py."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -117,7 +118,6 @@ def space_env(hub_cache: Path, port: int, empty_dir: Path) -> dict[str, str]:
         GRADIO_SERVER_NAME="127.0.0.1",
         GRADIO_ANALYTICS_ENABLED="False",
         GRADIO_TEMP_DIR=str(empty_dir / "gradio-cache"),
-        ESPCN_SPACE_OUTPUT_DIR=str(empty_dir / "outputs"),
         PYTHONUNBUFFERED="1",
     )
     return env

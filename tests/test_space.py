@@ -1,5 +1,6 @@
 """The Gradio Space: the handler on good and bad images, the launched app through gradio_client, and a real
-browser (Chromium through Playwright) driving the page. A tiny random x3 model and the packaged x2/x4 weights serve.
+browser (Chromium through Playwright) driving the page. A tiny random x3 model in a local Hub cache (as
+espcn-hf/espcn-x3, offline) and the packaged x2/x4 weights serve.
 
     pytest tests/test_space.py
     # the deploy rehearsal (clean venv, offline Hub cache, Chromium) writes benchmarks/space_screenshot.png:
@@ -8,10 +9,13 @@ browser (Chromium through Playwright) driving the page. A tiny random x3 model a
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import os
 import re
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ import pytest
 import torch
 import yaml
 from conftest import load_script
+from hub_cache import snapshot_repo
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
@@ -48,27 +53,35 @@ def _load_app():
     return load_script(SPACE_DIR / "app.py", "espcn_space_app", register=True)
 
 
-@pytest.fixture(scope="module")
-def local_x3(tmp_path_factory) -> Path:
-    """A tiny random x3 model folder, served through ESPCN_HF_REPO_X3 (x2 and x4 use the packaged weights)."""
-    folder = tmp_path_factory.mktemp("local") / "espcn-x3"
-    torch.manual_seed(3)
-    config = ESPCNConfig(upscale_factor=3, hidden_channels=[8, 8], kernel_sizes=[3, 3, 3])
+def _tiny_folder(folder: Path, scale: int) -> Path:
+    torch.manual_seed(scale)
+    config = ESPCNConfig(upscale_factor=scale, hidden_channels=[8, 8], kernel_sizes=[3, 3, 3])
     ESPCNForImageSuperResolution(config).save_pretrained(folder)
-    ESPCNImageProcessor(upscale_factor=3).save_pretrained(folder)
+    ESPCNImageProcessor(upscale_factor=scale).save_pretrained(folder)
     return folder
 
 
 @pytest.fixture(scope="module")
-def app(local_x3):
-    """The app module, offline: x3 from a local folder given in ESPCN_HF_REPO_X3, x2/x4 from the packaged weights
-    (the Hub cannot be reached and its cache does not hold them)."""
+def hub_cache(tmp_path_factory) -> Path:
+    """A local Hub cache holding a tiny random x3 model as espcn-hf/espcn-x3 (and nothing for x2 and x4)."""
+    root = tmp_path_factory.mktemp("hub")
+    snapshot_repo(root / "cache", HUB_REPO_IDS[3], _tiny_folder(root / "espcn-x3", 3))
+    return root / "cache"
+
+
+@pytest.fixture(scope="module")
+def app(hub_cache, tmp_path_factory):
+    """The app module, offline: x3 from the local Hub cache, x2/x4 from the packaged weights (the Hub cannot be
+    reached and its cache does not hold them); gradio's cache folder in a temporary folder."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ESPCN_HF_REPO_X3", str(local_x3))
-        patch.delenv("ESPCN_HF_REPO_X2", raising=False)
-        patch.delenv("ESPCN_HF_REPO_X4", raising=False)
+        for scale in (2, 3, 4):
+            patch.delenv(f"ESPCN_HF_REPO_X{scale}", raising=False)
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import, so set it too
+        patch.setenv("HF_HUB_CACHE", str(hub_cache))
+        patch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub_cache))
+        patch.setattr("transformers.utils.hub.constants.HF_HUB_CACHE", str(hub_cache))
+        patch.setenv("GRADIO_TEMP_DIR", str(tmp_path_factory.mktemp("gradio-cache")))
         module = _load_app()
         module.get_model.cache_clear()
         yield module
@@ -102,7 +115,9 @@ def _check_result(result, scale: int, size: tuple[int, int]):
 def test_handler_upscales_by_the_scale(app, tmp_path, scale):
     info = _check_result(app.super_resolve(_png(tmp_path, _photo()), scale, False), scale, (30, 24))
     if scale == 3:
-        assert "Model: espcn-x3 (local folder)." in info  # the folder's name, not its server path
+        assert (
+            f"Model: [{HUB_REPO_IDS[3]}](https://huggingface.co/{HUB_REPO_IDS[3]}) (local Hub cache)." in info
+        )
     else:  # offline and not in the Hub cache: the packaged copy, said neutrally, with a link to the repo
         assert (
             f"Model: packaged weights espcn-x{scale} ([espcn-hf/espcn-x{scale}](https://huggingface.co/"
@@ -158,6 +173,9 @@ def test_each_request_gets_its_own_output_file(app, tmp_path):
     path = _png(tmp_path, _photo())
     first, second = app.super_resolve(path, 2, False)[2], app.super_resolve(path, 2, False)[2]
     assert first != second and Path(first).parent != Path(second).parent
+    # in gradio's own cache folder, which serves and deletes them: no output folder of the app's own
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    assert Path(first).parent.parent == Path(second).parent.parent == cache
 
 
 @pytest.mark.parametrize(
@@ -246,8 +264,9 @@ def test_unreachable_hub_falls_back_to_the_packaged_weights(app, monkeypatch):
 
 
 def test_no_model_at_all_is_a_friendly_error(app, monkeypatch, tmp_path):
-    monkeypatch.setenv("ESPCN_HF_REPO_X4", str(tmp_path / "no-such-model"))
-    monkeypatch.setattr("espcn_hf.pretrained.WEIGHTS_DIR", tmp_path)  # and nothing packaged
+    monkeypatch.setattr(
+        "espcn_hf.pretrained.WEIGHTS_DIR", tmp_path
+    )  # not in the Hub cache, and nothing packaged
     app.get_model.cache_clear()
     try:
         with pytest.raises(gr.Error, match="The x4 model is not available"):
@@ -307,6 +326,157 @@ def test_page_links_to_models_paper_and_code(app):
     assert dataset["props"]["sample_labels"] == [label for *_, label in app.EXAMPLES]
 
 
+def _markdown(demo) -> str:
+    config = demo.get_config_file()
+    return " ".join(str(c["props"].get("value", "")) for c in config["components"] if c["type"] == "markdown")
+
+
+def test_landing_page_says_which_model_serves_each_scale(app, hub_cache, monkeypatch, tmp_path):
+    """Resolved at start-up through espcn_hf.resolve_model: the local Hub cache, the packaged weights, a repo named
+    through the library's ESPCN_HF_REPO_X{r}, and a scale that cannot be served, which the page says instead of
+    failing to start."""
+    app.get_model.cache_clear()
+    try:
+        page = _markdown(app.build_demo())  # the fixture: x3 from the Hub cache, x2/x4 packaged
+        assert (
+            f"- **x3**: [{HUB_REPO_IDS[3]}](https://huggingface.co/{HUB_REPO_IDS[3]}) (local Hub cache)"
+            in page
+        )
+        for scale in (2, 4):
+            repo = HUB_REPO_IDS[scale]
+            assert (
+                f"- **x{scale}**: packaged weights espcn-x{scale} ([{repo}](https://huggingface.co/{repo}) "
+                in page
+            )
+
+        app.get_model.cache_clear()
+        snapshot_repo(hub_cache, "someone/espcn-x2-tiny", _tiny_folder(tmp_path / "x2", 2))
+        monkeypatch.setenv(
+            "ESPCN_HF_REPO_X2", "someone/espcn-x2-tiny"
+        )  # the library's override, not the app's
+        monkeypatch.setattr("espcn_hf.pretrained.WEIGHTS_DIR", tmp_path / "nothing-packaged")
+        page = _markdown(app.build_demo())
+        assert (
+            "- **x2**: [someone/espcn-x2-tiny](https://huggingface.co/someone/espcn-x2-tiny) (local Hub cache)"
+            in page
+        )
+        assert f"- **x4**: not available at the moment ([{HUB_REPO_IDS[4]}](https://huggingface.co/" in page
+        info = app.super_resolve(_png(tmp_path, _photo()), 2, False)[1]
+        assert (
+            "Model: [someone/espcn-x2-tiny](https://huggingface.co/someone/espcn-x2-tiny) (local Hub cache)."
+            in info
+        )
+        with pytest.raises(gr.Error, match="The x4 model is not available"):
+            app.super_resolve(_png(tmp_path, _photo()), 4, False)
+    finally:
+        app.get_model.cache_clear()
+
+
+def test_models_come_from_the_library_with_its_fallback(app, monkeypatch):
+    """The app asks espcn_hf.resolve_model for "Hub, else cache, else packaged weights" and reads no environment
+    variable of its own (no model override, no output folder)."""
+    calls = []
+    real = app.resolve_model
+    monkeypatch.setattr(app, "resolve_model", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    app.get_model.cache_clear()
+    try:
+        app.get_model(2)
+    finally:
+        app.get_model.cache_clear()
+    assert calls == [((None, 2), {"fallback_to_packaged": True})]
+    source = (SPACE_DIR / "app.py").read_text()
+    assert "environ" not in source and "gettempdir" not in source
+
+
+def test_both_tabs_start_at_the_default_scale(app):
+    from espcn_hf.pretrained import DEFAULT_SCALE
+
+    config = app.build_demo().get_config_file()
+    radios = {
+        c["props"]["elem_id"]: c["props"]["value"] for c in config["components"] if c["type"] == "radio"
+    }
+    assert radios == {"scale": DEFAULT_SCALE, "video-scale": DEFAULT_SCALE} and DEFAULT_SCALE == 3
+
+
+def test_bicubic_is_the_librarys(app, tmp_path, monkeypatch):
+    """The "downscale first" input and the slider's bicubic image are espcn_hf.degradation.imresize_np (MATLAB's
+    imresize), called by the app, not re-implemented beside it."""
+    from espcn_hf.degradation import imresize_np
+
+    calls = []
+    monkeypatch.setattr(
+        app, "imresize_np", lambda image, scale: calls.append(scale) or imresize_np(image, scale)
+    )
+    rng = np.random.default_rng(5)
+    photo = Image.fromarray(rng.integers(0, 256, (27, 33, 3), dtype=np.uint8))
+    (bicubic, _), _, _ = app.super_resolve(_png(tmp_path, photo), 3, True)  # 33x27 -> 11x9 -> 33x27
+    assert calls == [1 / 3, 3]
+    lr = imresize_np(np.array(photo), 1 / 3)
+    assert np.array_equal(np.asarray(Image.open(bicubic)), imresize_np(lr, 3))
+
+
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.full((12, 10, 3), np.nan, dtype=np.float32), "contains NaN or infinite values"),
+        (np.full((12, 10), np.inf), "contains NaN or infinite values"),
+        (np.full((12, 10, 3), "0.5"), "must hold numbers"),
+        (np.zeros((12, 10, 3), dtype=object), "must hold numbers"),
+        (np.zeros((12, 10, 3), dtype=np.complex64), "must hold numbers"),
+        (np.zeros((12, 10, 5), dtype=np.uint8), "cannot be used as an image"),
+    ],
+    ids=["nan", "inf", "strings", "objects", "complex", "five-channels"],
+)
+def test_arrays_with_nan_inf_or_no_numbers_are_refused(app, array, message):
+    with pytest.raises(gr.Error) as error:
+        app.super_resolve(array, 2, False)
+    assert message in str(error.value.message) and "Error" not in str(error.value.message)
+
+
+def test_numeric_arrays_are_upscaled(app):
+    _check_result(app.super_resolve(np.asarray(_photo()), 2, False), 2, (30, 24))
+    _check_result(app.super_resolve(np.asarray(_photo(), dtype=np.float32) / 255, 3, False), 3, (30, 24))
+    (_, espcn), _, _ = app.super_resolve(np.full((24, 30), 40_000, dtype=np.uint16), 2, False)
+    assert Image.open(espcn).mode == "L"
+
+
+def _jpeg_with_damaged_exif() -> bytes:
+    """A JPEG whose EXIF byte-order mark is damaged ("MM" -> "M2"): Pillow's EXIF reader raises SyntaxError."""
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate
+    _photo().save(buffer, format="JPEG", exif=exif.tobytes())
+    data = buffer.getvalue()
+    start = data.index(b"Exif\0\0") + 6
+    assert data[start : start + 2] == b"MM"
+    return data[:start] + b"M2" + data[start + 2 :]
+
+
+def test_any_exception_while_processing_an_upload_is_a_clear_message(app, tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="espcn_space")
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(_jpeg_with_damaged_exif())
+    try:  # upscaled with the orientation left out, or refused clearly: never a SyntaxError
+        _check_result(app.super_resolve(str(path), 2, False), 2, (30, 24))
+    except gr.Error as error:
+        assert "cannot be" in str(error.message)
+
+    def broken(*args, **kwargs):
+        raise SyntaxError("not a TIFF file (header b'M2' not valid)")
+
+    monkeypatch.setattr(app, "upscale", broken)
+    caplog.clear()
+    with pytest.raises(gr.Error) as error:
+        app.super_resolve(str(path), 2, False)
+    assert str(error.value.message) == (
+        "This image cannot be processed (an unusual or damaged file). Please try another one."
+    )
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot process an uploaded image: SyntaxError: not a TIFF file (header b'M2' not valid) "
+        "(test_space.py:" + str(broken.__code__.co_firstlineno + 1) + ")"
+    ]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The launched app
 # ----------------------------------------------------------------------------------------------------------------
@@ -359,17 +529,15 @@ def _folder_bytes(*folders: Path) -> int:
 
 def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
     """A bounded burst on 127.0.0.1: every request is served, an upload over max_file_size is refused before it is
-    stored, and the temp folders (gradio's cache and the per-request outputs) shrink back once the results age out
-    (here after 4 s instead of the Space's 10 minutes)."""
+    stored, and gradio's cache folder (uploads and the results the app writes there) shrinks back once the results
+    age out (here after 4 s instead of the Space's 10 minutes)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from gradio_client import Client, handle_file
 
-    cache, outputs = tmp_path / "gradio-cache", tmp_path / "outputs"
+    cache = tmp_path / "gradio-cache"
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
-    monkeypatch.setattr(app, "OUTPUT_ROOT", outputs)
     monkeypatch.setattr(app, "DELETE_CACHE", (1, 4))
-    monkeypatch.setattr(app, "OUTPUT_MAX_AGE_S", 4)
     demo = app.build_demo()
     port = _free_port()
     app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -377,7 +545,7 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
         client = Client(
             f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads")
         )
-        before = _folder_bytes(cache, outputs)
+        before = _folder_bytes(cache)
         photos = [_png(tmp_path, _photo(96 + i, 64), f"burst{i}.png") for i in range(8)]
 
         def one(path):
@@ -387,7 +555,7 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
         with ThreadPoolExecutor(max_workers=8) as pool:
             sizes = list(pool.map(one, photos))
         assert sizes == [((96 + i) * 4, 256) for i in range(8)]
-        peak = _folder_bytes(cache, outputs)
+        peak = _folder_bytes(cache)
         assert peak > before  # the results were there ...
 
         huge = tmp_path / "huge.png"
@@ -397,18 +565,132 @@ def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
         assert not [p for p in cache.rglob("huge*")]  # ... the oversize upload was never stored
 
         time.sleep(4.5)  # the results age out ...
-        last = _png(tmp_path, _photo(20, 20), "last.png")
-        client.predict(
-            handle_file(last), 2, False, api_name="/super_resolve"
-        )  # this request sweeps old outputs
         deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _folder_bytes(cache, outputs) > before + 100_000:
-            time.sleep(0.5)  # ... and gradio's sweep (every second) removes the cached copies
-        after = _folder_bytes(cache, outputs)
+        while time.monotonic() < deadline and _folder_bytes(cache) > before + 100_000:
+            time.sleep(0.5)  # ... and gradio's sweep (every second) removes them
+        after = _folder_bytes(cache)
         print(
             f"\nburst of 8 x4 requests: temp folders {before:,} B before, {peak:,} B after, {after:,} B later"
         )
         assert after <= before + 100_000 < peak
+    finally:
+        demo.close()
+
+
+def test_scale_is_taken_as_int_or_str_through_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
+    api = client.view_api(return_format="str", print_info=False)
+    assert api.count("scale: int | str") == 2  # both endpoints, as the API says
+    photo = handle_file(_png(tmp_path, _photo(20, 14)))
+    for scale in (3, "3", "x3"):
+        _, info, download = client.predict(photo, scale, False, api_name="/super_resolve")
+        assert Image.open(download).size == (60, 42) and "**x3**" in info
+    clip = handle_file(_clip(tmp_path / "clip.mp4", frames=2, audio=False))
+    for scale in (2, "2"):
+        _, info = client.predict(clip, scale, api_name="/super_resolve_video")
+        assert "**64×48**" in info
+    with pytest.raises(AppError, match="Scale must be one of x2, x3, x4, got x5"):
+        client.predict(photo, "5", False, api_name="/super_resolve")
+
+
+def test_a_refused_upload_is_one_log_line_without_traceback(server, tmp_path, caplog, capfd):
+    """Corrupt, too large (refused by the upload route, 413) and over the pixel limit: each is one line in the
+    server's log, the visitor gets the clear message, and nothing prints a traceback."""
+    import httpx
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    caplog.set_level(logging.INFO, logger="espcn_space")
+    client = Client(server, verbose=False, download_files=str(tmp_path / "downloads"))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    with pytest.raises(AppError, match="cannot be used as an image"):
+        client.predict(handle_file(str(bad)), 3, False, api_name="/super_resolve")
+    big = _png(tmp_path, Image.new("RGB", (1001, 1000)), "big.png")
+    with pytest.raises(AppError, match="1,001,000 pixels"):
+        client.predict(handle_file(big), 3, False, api_name="/super_resolve")
+    huge = b"\x89PNG\r\n\x1a\n" + b"\0" * 21 * 1024 * 1024  # over the 20 MB limit: the client would refuse it
+    response = httpx.post(f"{server}gradio_api/upload", files={"files": ("huge.png", huge)}, timeout=60)
+    assert response.status_code == 413
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(caplog.records) < 3:
+        time.sleep(0.1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "espcn_space"]
+    assert len(lines) == 3 and all(line.startswith("refused: ") and "\n" not in line for line in lines), lines
+    assert "cannot be used as an image" in lines[0] and "1,001,000 pixels" in lines[1] and "20MB" in lines[2]
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
+def _flood(url: str, count: int, size: int, workers: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    def upload(index: int) -> int:
+        data = np.random.default_rng(index).integers(0, 256, size, dtype=np.uint8).tobytes()
+        return httpx.post(
+            f"{url}gradio_api/upload", files={"files": (f"f{index}.png", data)}, timeout=60
+        ).status_code
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        assert set(pool.map(upload, range(count))) == {200}
+
+
+def test_upload_flood_keeps_the_cache_folder_under_its_cap(app, tmp_path, monkeypatch):
+    """Uploads stored without ever being used (the cheapest flood): gradio keeps them for DELETE_CACHE[1] (10
+    minutes); the app's byte cap deletes the oldest once the cache folder holds more than CACHE_MAX_BYTES (here
+    1 MB, flooded with 6 MB from 8 connections at once), so the disk in use stays bounded, and the app still
+    works."""
+    import threading
+
+    from gradio_client import Client, handle_file
+
+    cache = tmp_path / "gradio-cache"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    monkeypatch.setattr(app, "CACHE_MAX_BYTES", 1_000_000)
+    count, size, workers = 96, 64 * 1024, 8
+    demo = app.build_demo()
+    port = _free_port()
+    app.launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/"
+    samples, done = [], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            samples.append(_folder_bytes(cache))
+            time.sleep(0.005)
+
+    try:
+        examples = _folder_bytes(cache)  # gradio's copies of the examples, kept by the cap
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        start = time.perf_counter()
+        try:
+            _flood(url, count, size, workers)
+        finally:
+            done.set()
+            sampler.join()
+        seconds = time.perf_counter() - start
+        deadline = time.monotonic() + 5  # the last trim runs after the last response
+        while time.monotonic() < deadline and _folder_bytes(cache) > examples + app.CACHE_MAX_BYTES:
+            time.sleep(0.1)
+        after, peak = _folder_bytes(cache), max(samples)
+        print(
+            f"\nflood of {count} uploads x {size // 1024} kB ({count * size / 1e6:.1f} MB) in {seconds:.1f} s: "
+            f"cache folder {examples:,} B before (examples), peak {peak:,} B, after {after:,} B "
+            f"(cap {app.CACHE_MAX_BYTES:,} B)"
+        )
+        assert after <= app.CACHE_MAX_BYTES  # the whole folder, the examples included
+        assert peak <= app.CACHE_MAX_BYTES + workers * size  # at most one upload per connection over it
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        _, _, download = client.predict(
+            handle_file(_png(tmp_path, _photo())), 2, False, api_name="/super_resolve"
+        )
+        assert Image.open(download).size == (60, 48)
     finally:
         demo.close()
 
@@ -433,27 +715,28 @@ def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(
         "espcn_hf",
     }
     assert not list(space.rglob("__pycache__")) and not list(space.rglob("*.py[io]"))
-    assert {p.name for p in (space / "examples").iterdir()} == {name for name, *_ in _load_app().EXAMPLES}
+    app = _load_app()
+    shipped = {name for name, *_ in app.EXAMPLES} | {name for name, *_ in app.VIDEO_EXAMPLES}
+    assert {p.name for p in (space / "examples").iterdir()} == shipped
 
     cache, runtime, log = tmp_path / "hub-cache", tmp_path / "runtime", tmp_path / "app.log"
     runtime.mkdir()
+    for scale, repo_id in HUB_REPO_IDS.items():  # the app resolves its models at start-up
+        tiny = _tiny_folder(tmp_path / "tiny" / f"espcn-x{scale}", scale)
+        push = rehearse.hub_push_folder(tiny, tmp_path / "push" / f"espcn-x{scale}", repo_id)
+        snapshot = rehearse.lay_out_hub_cache(cache, repo_id, push)
+        assert (snapshot / "model.safetensors").is_file() and (snapshot / "README.md").is_file()
     port = rehearse.free_port()
-    # The app loads its models on the first request, so the cache is laid out while it starts.
     process = rehearse.start_space(sys.executable, space, rehearse.space_env(cache, port, runtime), log)
     try:
-        for scale, repo_id in HUB_REPO_IDS.items():
-            torch.manual_seed(scale)
-            tiny = tmp_path / "tiny" / f"espcn-x{scale}"
-            config = ESPCNConfig(upscale_factor=scale, hidden_channels=[8, 8], kernel_sizes=[3, 3, 3])
-            ESPCNForImageSuperResolution(config).save_pretrained(tiny)
-            ESPCNImageProcessor(upscale_factor=scale).save_pretrained(tiny)
-            push = rehearse.hub_push_folder(tiny, tmp_path / "push" / f"espcn-x{scale}", repo_id)
-            snapshot = rehearse.lay_out_hub_cache(cache, repo_id, push)
-            assert (snapshot / "model.safetensors").is_file() and (snapshot / "README.md").is_file()
         rehearse.wait_for_port(port, process, log, timeout=90)
         client = Client(
             f"http://127.0.0.1:{port}/", verbose=False, download_files=str(tmp_path / "downloads")
         )
+        intro = next(c for c in client.config["components"] if c["props"].get("elem_id") == "intro")
+        for scale, repo_id in HUB_REPO_IDS.items():  # the landing page names the model of each scale
+            line = f"- **x{scale}**: [{repo_id}](https://huggingface.co/{repo_id}) (local Hub cache)"
+            assert line in intro["props"]["value"]
         photo = _png(tmp_path, _photo(24, 18))
         for scale, repo_id in HUB_REPO_IDS.items():
             _, info, download = client.predict(handle_file(photo), scale, False, api_name="/super_resolve")
@@ -548,6 +831,92 @@ def test_video_tab_through_gradio_client(server, tmp_path):
     out = probe_video(video["video"] if isinstance(video, dict) else video)
     assert (out.width, out.height, out.frames) == (96, 72, 6)
     assert "No audio track." in info
+
+
+def test_video_tab_has_an_example_clip_made_from_a_photo_of_the_repo(app, tmp_path):
+    """space/examples/bsd100_3096_pan.mp4: made by space/examples/make_examples.py from bsd100_3096.png (every
+    frame a crop of the photo), small, stated in the Space README, shown as the video tab's example, upscaled."""
+    from espcn_hf.metrics import psnr
+    from espcn_hf.video import probe_video
+
+    ((name, scale, label),) = app.VIDEO_EXAMPLES
+    clip = app.EXAMPLES_DIR / name
+    assert clip.stat().st_size < 300_000
+    info = probe_video(clip)
+    assert (info.width, info.height, info.frames, info.rate, info.codec) == (160, 120, 30, 15, "h264")
+    readme = (SPACE_DIR / "README.md").read_text()
+    assert f"`{name}`" in readme and "make_examples.py clip" in readme  # where it comes from
+
+    make = load_script(SPACE_DIR / "examples" / "make_examples.py", "make_examples")
+    rebuilt = make.pan_clip(tmp_path / name)
+    assert dataclasses.replace(probe_video(rebuilt), path="") == dataclasses.replace(info, path="")
+    import av
+
+    with av.open(str(clip)) as container:
+        first = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    photo = np.asarray(Image.open(app.EXAMPLES_DIR / "bsd100_3096.png").convert("RGB"))
+    left, top = make.CLIP_START
+    assert psnr(first, photo[top : top + 120, left : left + 160], 1, y_channel=False, crop_border=0) > 30
+
+    config = app.build_demo().get_config_file()
+    datasets = [c["props"] for c in config["components"] if c["type"] == "dataset"]
+    assert [d["sample_labels"] for d in datasets][-1] == [label] and scale == 3
+    path, text = app.super_resolve_video(str(clip), scale)
+    out = probe_video(path)
+    assert (out.width, out.height, out.frames) == (
+        480,
+        360,
+        30,
+    ) and "**480×360**, 30 frames at 15 fps" in text
+
+
+def _lying_clip(path: Path, frames: int, rate: int, claimed_ms: float) -> str:
+    """A Matroska clip of `frames` 16x16 frames at `rate` fps whose header claims `claimed_ms` milliseconds
+    (the Segment Duration element rewritten); Matroska stores no frame count."""
+    _clip(path, frames=frames, rate=rate, size=(16, 16), audio=False)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x44\x89")  # Duration, a float in TimecodeScale units (ms)
+    assert data[at + 2] == 0x88
+    data[at + 3 : at + 11] = struct.pack(">d", claimed_ms)
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "frames, rate, message",
+    [
+        (1800, 30, "The clip holds more than 300 frames (its header says 1.0 s)"),
+        (40, 2, "The clip runs past 10 s (its header says 1.0 s)"),
+    ],
+    ids=["1800-frames", "20-seconds"],
+)
+def test_a_clip_whose_header_understates_its_length_is_stopped_at_the_limit(
+    app, tmp_path, monkeypatch, frames, rate, message
+):
+    from espcn_hf.video import probe_video
+
+    path = _lying_clip(tmp_path / "lie.mkv", frames, rate, 1000.0)
+    probe = probe_video(path)
+    assert (probe.duration, probe.frames) == (1.0, 0)  # the header passes the limits
+    monkeypatch.setattr(app, "upscale_video", lambda *a, **k: pytest.fail("the clip was processed"))
+    start = time.perf_counter()
+    with pytest.raises(gr.Error) as error:
+        app.super_resolve_video(path, 2)
+    assert message in str(error.value.message) and "up to 10 s and 300 frames" in str(error.value.message)
+    assert time.perf_counter() - start < 5
+
+
+def test_an_exception_while_processing_a_clip_is_a_clear_message(app, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(app, "upscale_video", broken)
+    with pytest.raises(gr.Error) as error:
+        app.super_resolve_video(_clip(tmp_path / "clip.mp4", frames=2, audio=False), 2)
+    assert (
+        str(error.value.message)
+        == "This video cannot be processed (an unusual or damaged file). Please try another one."
+    )
 
 
 @pytest.mark.browser
