@@ -203,11 +203,11 @@ def main(argv=None) -> int:
         f"Still answering after the burst: {alive}.",
         "",
         (
-            f"Temp folders of the app (gradio's cache + per-request outputs): {temp_before / 1e6:.2f} MB before the "
-            f"burst (the example photos), {temp_after / 1e6:.2f} MB right after it "
-            f"({(temp_after - temp_before) / 1e6 / max(len(completed), 1):.2f} MB per request); the app deletes "
-            f"results after {app.DELETE_CACHE[1] // 60} minutes (`delete_cache={app.DELETE_CACHE}`), and "
-            "tests/test_space.py checks that the folders shrink back."
+            f"Gradio's cache folder (uploads and the app's results): {temp_before / 1e6:.2f} MB before the "
+            f"burst (the examples), {temp_after / 1e6:.2f} MB right after it "
+            f"({(temp_after - temp_before) / 1e6 / max(len(completed), 1):.2f} MB per request); gradio deletes "
+            f"them after {app.DELETE_CACHE[1] // 60} minutes (`delete_cache={app.DELETE_CACHE}`), the app keeps "
+            f"the folder under {app.CACHE_MAX_BYTES / 1e9:g} GB, and tests/test_space.py checks both."
         )
         if temp is not None
         else "Temp folders: not measured (a running app at --url).",
