@@ -279,7 +279,7 @@ class ESPCNForImageSuperResolution(ESPCNPreTrainedModel):
 
     def _upscale(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # The convolutions run in the weights' dtype (a bf16 model takes fp32 images); colour math stays fp32.
-        return self.pixel_shuffle(self.body(pixel_values.to(self.body[0].weight.dtype)))
+        return self.pixel_shuffle(self.body(pixel_values.to(next(self.body.parameters()).dtype)))
 
     def forward(
         self,

@@ -144,6 +144,10 @@ class TrainingConfig:
     milestones: list = field(default_factory=list)
     gamma: float = 0.1
     max_grad_norm: float | None = None
+    reparam: str | None = (
+        None  # train each convolution as a richer linear block (espcn_hf.reparam.BRANCH_SETS:
+    )
+    #                            "rep", "ecb"), collapsed exactly into the plain network when saved
     ema_decay: float = 0.999  # 0 disables the EMA; with EMA, validation and `best` use the averaged weights
     # hardware
     mixed_precision: str | None = None  # "no", "fp16", "bf16"; None: accelerate's setting (launch flag, env)
@@ -194,6 +198,11 @@ class TrainingConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)!r}")
         if not 0.0 <= self.finetune_fraction <= 1.0:
             raise ValueError(f"finetune_fraction must be in [0, 1], got {self.finetune_fraction!r}")
+        if self.reparam is not None:
+            from .reparam import BRANCH_SETS
+
+            if self.reparam not in BRANCH_SETS:
+                raise ValueError(f"reparam must be null or one of {tuple(BRANCH_SETS)}, got {self.reparam!r}")
         if not 0 < self.output_lr_scale < math.inf:
             raise ValueError(f"output_lr_scale must be > 0, got {self.output_lr_scale!r}")
         if self.max_train_minutes is not None and self.max_train_minutes <= 0:
@@ -576,8 +585,9 @@ def format_training_record(record: Mapping) -> str:
 
 
 def _last_conv_prefix(model: nn.Module) -> str:
-    convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
-    return convs[-1] + "."
+    """The parameter-name prefix of the last layer of `model.body` (the output convolution, plain or a
+    re-parameterised block; no activation follows it)."""
+    return f"body.{len(model.body) - 1}."
 
 
 def parameter_groups(model: nn.Module, output_lr_scale: float = 1.0) -> list[dict]:

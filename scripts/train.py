@@ -76,6 +76,7 @@ from tqdm.auto import tqdm
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
 from espcn_hf.data import DataGenerator, DevicePatchSampler, default_data_dir, load_benchmark
 from espcn_hf.fileio import atomic_write_text
+from espcn_hf.reparam import collapsed, expand
 from espcn_hf.training import (
     EMA,
     MetricsWriter,
@@ -253,6 +254,8 @@ class Trainer:
                 f"init_from {self.args.init_from}: copied {len(report['copied'])} tensors, "
                 f"kept fresh {report['skipped'] or 'none'}"
             )
+        if config.reparam:  # each convolution trained as a richer linear block, collapsed when saved
+            expand(model, config.reparam, zero_extra=bool(self.args.init_from))
         self.eval_model = copy.deepcopy(model).eval()  # validation copy: EMA (or current) weights go into it
         model.to(accelerator.device, memory_format=self.memory_format)
         # after the move: the shadow weights share the live ones' device and memory layout (one fused update)
@@ -430,17 +433,19 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def load_eval_weights(self) -> None:
-        """The weights validated and saved (EMA, or the current ones) into `eval_model`."""
+    def load_eval_weights(self) -> ESPCNForImageSuperResolution:
+        """The weights validated and saved (EMA, or the current ones) into `eval_model`; returns the plain model
+        they make (re-parameterised blocks collapsed), the one validated and saved."""
         if self.ema is not None:
             self.ema.copy_to(self.eval_model)
         else:
             self.eval_model.load_state_dict(self.unwrapped.state_dict())
+        return collapsed(self.eval_model) if self.config.reparam else self.eval_model
 
     def run_eval(self) -> dict:
         config, state = self.config, self.state
-        self.load_eval_weights()
-        results = validate(self.eval_model, self.val_sets, self.accelerator, config.upscale_factor)
+        plain = self.load_eval_weights()
+        results = validate(plain, self.val_sets, self.accelerator, config.upscale_factor)
         record = {"step": state.step, "seconds": round(state.seconds, 2), **results}
         state.last_eval = record
         self.metrics.write(record)
@@ -452,7 +457,7 @@ class Trainer:
             state.best_score, state.best_step = score, state.step
             if self.is_main:
                 save_model_folder(
-                    self.eval_model,
+                    plain,
                     self.output_dir / "best",
                     config.upscale_factor,
                     extra=record,
@@ -549,9 +554,9 @@ class Trainer:
         if state.step == 0 or state.last_eval.get("step") != state.step:
             self.run_eval()
         if self.is_main:
-            self.load_eval_weights()
+            plain = self.load_eval_weights()
             save_model_folder(
-                self.eval_model,
+                plain,
                 self.output_dir / "final",
                 config.upscale_factor,
                 extra=state.last_eval,
