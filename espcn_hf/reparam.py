@@ -160,7 +160,7 @@ class RepConv2d(nn.Module):
     @torch.no_grad()
     def kernel(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The (weight, bias) of the one `nn.Conv2d` this block equals."""
-        k, c = self.kernel_size, self.pad
+        c = self.pad
         weight = self.conv.weight.detach().clone()
         bias = self.conv.bias.detach().clone()
         if self.conv1x1 is not None:
