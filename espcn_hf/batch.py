@@ -101,15 +101,19 @@ class BatchResult:
 
 
 # ------------------------------------------------------------------------------------------------- devices
-def distributed_state():
-    """accelerate's `PartialState` for this process. Several processes without CUDA (`accelerate launch
-    --multi_gpu` on CPUs) get MULTI_CPU over gloo: accelerate only picks it when told `cpu=True`, the rule the
-    training script uses too."""
+def cpu_processes() -> bool:
+    """Whether this is one of several processes on a machine without CUDA (`accelerate launch --multi_gpu` on
+    CPUs): accelerate picks MULTI_CPU (DDP over gloo) only when told `cpu=True`. The trainer's rule too."""
     import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def distributed_state():
+    """accelerate's `PartialState` for this process (MULTI_CPU for several processes without CUDA)."""
     from accelerate import PartialState
 
-    cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    return PartialState(cpu=cpu)
+    return PartialState(cpu=cpu_processes())
 
 
 def parse_device(device: str | None) -> str | None:
@@ -689,6 +693,7 @@ __all__ = [
     "BatchResult",
     "Input",
     "add_parser",
+    "cpu_processes",
     "distributed_state",
     "find_inputs",
     "output_folder",

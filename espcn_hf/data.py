@@ -87,6 +87,52 @@ def default_data_dir() -> Path:
     return Path(cache) / "espcn_hf" / "data"
 
 
+def training_folders(entries="all", root: str | os.PathLike | None = None) -> list[Path]:
+    """The image folders a training run reads: `"all"` means every folder under `<data dir>/train` (sorted);
+    otherwise existing paths as they are and bare names (T91, BSD200, ...) under `<data dir>/train`."""
+    root = Path(root) if root is not None else default_data_dir() / "train"
+    if entries == "all" or entries == ["all"]:
+        folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not folders:
+            raise FileNotFoundError(f"train_dirs: all, but {root} holds no folders (set ESPCN_HF_DATA_DIR)")
+        return folders
+    if isinstance(entries, (str, os.PathLike)):
+        entries = [entries]
+    return [Path(e).expanduser() if Path(e).expanduser().exists() else root / str(e) for e in entries]
+
+
+def _available_host_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def choose_data_path(requested: str, nbytes: int, device: torch.device | str) -> tuple[str, str]:
+    """("device" or "loader", why) for a decoded training set of `nbytes` (uint8 HR + LR) on `device`.
+
+    "auto" takes the device path (`DevicePatchSampler`) when the set fits in half of what is free there (CUDA:
+    `mem_get_info`; CPU: available host memory, since the packed copy comes on top of the decoded one), else the
+    DataLoader. On CPU the device path is also the faster one: 4.2x the in-process DataLoader for 512 32x32 LR
+    patches at x3 (`python scripts/benchmark_data.py --device cpu`, `benchmarks/data_throughput_cpu.json`).
+    """
+    if requested not in ("auto", "device", "loader"):
+        raise ValueError(f"data_path must be one of ('auto', 'device', 'loader'), got {requested!r}")
+    if requested != "auto":
+        return requested, f"data_path={requested}"
+    device = torch.device(device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+        where = f"{free / 1e9:.1f} GB free on {device}"
+    else:
+        free = _available_host_bytes()
+        where = f"{free / 1e9:.1f} GB of host memory available"
+    path = "device" if nbytes <= free // 2 else "loader"
+    return path, f"auto: {nbytes / 1e6:.0f} MB of training images, {where} -> {path}"
+
+
 # ------------------------------------------------------------------------------------------------- decoding
 def _to_uint8_rgb(image: Image.Image) -> np.ndarray:
     """Any PIL image -> contiguous uint8 RGB (H, W, 3)."""
@@ -236,17 +282,12 @@ class DataGenerator(Dataset):
             self.skipped.setdefault(key, []).extend(items)
 
         min_side = scale * patch_size if mode == "train" else 2 * scale + _SSIM_WINDOW
-        # One torch thread for the LR precompute: these matrix products are small, and on a busy machine
-        # two OpenMP threads were 5-25x slower than one (measured on the shared 2-core box).
         self.hr: list[np.ndarray] = []
         self.lr: list[np.ndarray] = []
         self.names: list[str] = []
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            self._add_images(hr_images, lr_images, names, min_side)
-        finally:
-            torch.set_num_threads(threads)
+        # The LR precompute runs on the caller's torch threads (the trainer's --num_threads): one is best on a
+        # busy shared CPU, where two OpenMP threads were 5-25x slower.
+        self._add_images(hr_images, lr_images, names, min_side)
         # Shared memory, so set_epoch in the main process reaches forked and persistent workers.
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self._log_summary()
@@ -627,15 +668,6 @@ class DevicePatchSampler:
         its previous batch: on CPU a fresh 60 MB float tensor costs more in page faults than the crops
         themselves; measured 22 ms vs 2 ms for a 512 x 96 x 96 x 3 conversion on one core).
         """
-        if self.device.type == "cpu":
-            # One thread: these are memory-bound copies, and on a busy shared CPU two OpenMP threads made them
-            # 3-15x slower (spin-waiting); toggling costs under a microsecond.
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)
-            try:
-                return self._batch(step, out)
-            finally:
-                torch.set_num_threads(threads)
         return self._batch(step, out)
 
     def _batch(self, step: int, out: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
@@ -729,8 +761,11 @@ __all__ = [
     "DEFAULT_DATA_FILES",
     "DEFAULT_HUB_REPO",
     "DataGenerator",
+    "DatasetUnavailableError",
     "DevicePatchSampler",
+    "choose_data_path",
     "default_data_dir",
     "download_benchmark",
     "load_benchmark",
+    "training_folders",
 ]

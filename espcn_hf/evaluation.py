@@ -49,10 +49,6 @@ OPENCV_PEERS = {
     "opencv-fsrcnn-small": ("fsrcnn", "FSRCNN-small_x{scale}.pb", "opencv_fsrcnn"),
 }
 
-# The scores of one image, in the order they appear in the results file.
-SCORE_KEYS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
-
-
 class PeerModelError(ValueError):
     """An OpenCV peer model that the installed OpenCV cannot read: that peer is left out of a run."""
 
@@ -176,13 +172,15 @@ class EvalReport:
         )
 
     def flat_metrics(self, method: str) -> dict[str, float]:
-        """`{"set5_psnr": .., "set5_ssim": .., ...}` of one method (the keys of training's metrics.jsonl)."""
+        """`{"set5_psnr": .., "set5_ssim": .., "set5_images": .., ...}` of one method (Y channel): one line of
+        training's `metrics.jsonl`."""
         out = {}
         for set_name, by_method in self.results.items():
             scores = by_method.get(method)
             if scores is not None:
                 out[f"{set_name.lower()}_psnr"] = scores.psnr_y
                 out[f"{set_name.lower()}_ssim"] = scores.ssim_y
+                out[f"{set_name.lower()}_images"] = scores.num_images
         return out
 
     # -------------------------------------------------------------------------------------------- JSON
@@ -499,7 +497,6 @@ def evaluate(
 
 __all__ = [
     "OPENCV_PEERS",
-    "SCORE_KEYS",
     "EvalReport",
     "EvalReportError",
     "SetScores",

@@ -5,14 +5,17 @@ temporary file in the same folder, flushed and fsync'ed, then renamed over the f
 every instant the final path holds either the previous file or the complete new one: an interrupt (SIGINT,
 SIGKILL), a full disk or an encoder error never leaves a truncated file under the final name and never destroys
 an earlier good output. The temporary name starts with `.` and ends with `.partial`, so folder scans (and the
-CLI's input collection) can skip it. A process killed mid-write (SIGKILL, power loss) leaves at worst such a hidden leftover beside
-the target, never a damaged target; leftovers are not swept automatically (another process may be writing the
-same target), so delete `.*.partial` files by hand when no job is running.
+CLI's input collection) can skip it; it is short whatever the target's name (the start of the stem, a hash of the
+whole name, a random part and the extension), so any name the file system takes can be written this way. A
+process killed mid-write (SIGKILL, power loss) leaves at worst such a hidden leftover beside the target, never a
+damaged target; leftovers are not swept automatically (another process may be writing the same target), so
+delete `.*.partial` files by hand when no job is running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -20,12 +23,32 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 PARTIAL_SUFFIX = ".partial"
+# Bytes of the target's stem and extension kept in a temporary name: with the hash, the random part and the
+# suffix it stays under 80 bytes, far below the 255 that file systems allow for one name.
+_STEM_BYTES = 24
+_EXTENSION_BYTES = 16
 
 
 def is_partial_file(path: str | os.PathLike) -> bool:
     """True for the temporary files `atomic_path` creates (hidden, `.partial` suffix)."""
     name = Path(path).name
     return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
+def _head(text: str, limit: int) -> str:
+    """The longest start of `text` whose UTF-8 encoding fits in `limit` bytes (whole characters only)."""
+    return text.encode("utf-8", "surrogateescape")[:limit].decode("utf-8", "ignore")
+
+
+def _temporary_name_parts(target: Path, suffix: str | None = None) -> tuple[str, str]:
+    """(prefix, suffix) for `tempfile.mkstemp` in `atomic_path`: `.<start of the stem>.<hash of the name>.` and
+    `<extension>.partial`, so the temporary name is short (under 80 bytes) for any target name, hidden, still
+    tells which target it belongs to, and keeps the extension (`suffix`, default the target's own; a default
+    extension longer than 16 bytes is left out) for writers that pick a format by it."""
+    digest = hashlib.sha1(os.fsencode(target.name)).hexdigest()[:8]
+    if suffix is None:
+        suffix = target.suffix if len(os.fsencode(target.suffix)) <= _EXTENSION_BYTES else ""
+    return f".{_head(target.stem, _STEM_BYTES)}.{digest}.", f"{suffix}{PARTIAL_SUFFIX}"
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -59,18 +82,19 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     """Yield a temporary path beside `target`; on a clean exit it is fsync'ed and renamed onto `target`.
 
     For writers that want a file name (PIL's `save`, PyAV, `torch.onnx.export`, matplotlib's `savefig`).
-    `suffix` (default: the target's own) keeps extension-based format detection working. On any exception
-    the temporary file is removed and `target` is left as it was. The final file has the mode a plain `open()`
-    gives (`plain_file_mode`), or that of the file it replaces, whatever mode the writer left.
+    `suffix` (default: the target's own) keeps extension-based format detection working. The temporary name is
+    short whatever the target's (`_temporary_name_parts`), so a target name at the file system's limit works.
+    On any exception the temporary file is removed and `target` is left as it was. The final file has the mode a
+    plain `open()` gives (`plain_file_mode`), or that of the file it replaces, whatever mode the writer left.
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
-    suffix = target.suffix if suffix is None else suffix
+    prefix, tmp_suffix = _temporary_name_parts(target, suffix)
     try:
         mode = target.stat().st_mode & 0o7777  # open() on an existing file keeps its mode
     except OSError:
         mode = plain_file_mode()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f"{suffix}{PARTIAL_SUFFIX}", dir=folder)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=tmp_suffix, dir=folder)
     tmp = Path(tmp_name)
     try:  # from here on, any exception (also a SIGINT while the mode is set) removes the temporary file
         os.close(fd)
@@ -94,8 +118,9 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
 
     The files in `tmp` are fsync'ed first; an existing `final` is moved aside to `<final>.old` and removed only
     after the rename succeeded, so `final` is always either the old folder or the complete new one (a crash
-    between the two renames leaves `<final>.old`, which the next call removes). Every file and folder in it gets
-    the mode a plain `open()` / `mkdir()` gives (0666 / 0777 less the umask), whatever its writer left: `mkdtemp`
+    between the two renames leaves `<final>.old` and no `<final>`: `recover_dir`, run by every call and at the
+    trainer's start, puts it back). Every file and folder in it gets the mode a plain `open()` / `mkdir()` gives
+    (0666 / 0777 less the umask), whatever its writer left: `mkdtemp`
     makes private folders, and safetensors' `save_file` (so `save_pretrained`) writes 0600 weights.
     """
     tmp, final = Path(tmp), Path(final)
@@ -111,16 +136,34 @@ def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
                     os.chmod(path, file_mode)
             with open(path, "rb+") as handle:
                 os.fsync(handle.fileno())
+    recover_dir(final)
     old = final.with_name(final.name + ".old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
+    _remove(old)
+    if final.exists() or final.is_symlink():
         os.replace(final, old)
     os.replace(tmp, final)
     fsync_dir(final.parent)
-    if old.exists():
-        shutil.rmtree(old)
+    _remove(old)
     return final
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def recover_dir(final: str | os.PathLike) -> bool:
+    """Put back a folder that a kill between the two renames of `replace_dir` left as `<final>.old` with no
+    `<final>` (the old complete folder; the new one, `*.tmp`, was never complete). True when one was put back."""
+    final = Path(final)
+    old = final.with_name(final.name + ".old")
+    if old.is_dir() and not (final.exists() or final.is_symlink()):
+        os.replace(old, final)
+        fsync_dir(final.parent)
+        return True
+    return False
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> Path:

@@ -19,10 +19,8 @@ import torch
 from huggingface_hub import get_hf_file_metadata, hf_hub_url, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers.utils import logging as transformers_logging
 
 from .modeling_espcn import CheckpointError, ESPCNForImageSuperResolution
-from .registration import register
 
 # Hub repositories the publishing script pushes to and the Space loads from (override with ESPCN_HF_REPO_X{r}).
 HUB_REPO_IDS = {2: "espcn-hf/espcn-x2", 3: "espcn-hf/espcn-x3", 4: "espcn-hf/espcn-x4"}
@@ -98,15 +96,10 @@ def hub_reachable(repo_id: str, repo_type: str | None = None) -> bool:
 
 
 def _from_pretrained(name, **kwargs) -> ESPCNForImageSuperResolution:
-    register()  # a model loaded through espcn_hf works with transformers' Auto classes and pipeline()
-    # A model of a few hundred kB needs no progress bar; transformers' switch is global, so restore it after.
-    bars = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
+    from .cli import library_output
+
+    with library_output():  # a model of a few hundred kB needs no progress bar (the switch is restored after)
         return ESPCNForImageSuperResolution.from_pretrained(name, **kwargs)
-    finally:
-        if bars:
-            transformers_logging.enable_progress_bar()
 
 
 def _from_hub(repo_id: str, **kwargs) -> tuple[ESPCNForImageSuperResolution, str]:

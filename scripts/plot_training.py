@@ -20,7 +20,7 @@ from pathlib import Path
 
 from espcn_hf.evaluation import EvalReport
 from espcn_hf.fileio import atomic_save
-from espcn_hf.training import read_metrics
+from espcn_hf.training.records import read_metrics
 
 # Published bicubic (MATLAB imresize) PSNR-Y on Set5, used when a run does not record its own baseline.
 BICUBIC_SET5 = {2: 33.66, 3: 30.39, 4: 28.42}

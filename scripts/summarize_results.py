@@ -28,7 +28,7 @@ from pathlib import Path
 
 from espcn_hf.evaluation import EvalReport, format_scores
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.training import read_metrics
+from espcn_hf.training.records import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"

@@ -188,9 +188,10 @@ def test_markdown_table():
     assert document.startswith("# Evaluation: espcn-x3, x3\n")
     assert "`scripts/evaluate.py --model checkpoints/espcn-x3 --scale 3`" in document
     assert "Total time 77.6 s on cpu (torch 2.13.0+cpu)." in document
-    assert report.flat_metrics("espcn-x3") == {
+    assert report.flat_metrics("espcn-x3") == {  # a line of training's metrics.jsonl
         "set5_psnr": 32.564858567142224,
         "set5_ssim": 0.9066642794450896,
+        "set5_images": 5,
     }
 
 

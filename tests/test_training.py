@@ -18,32 +18,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_script
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor
-from espcn_hf.training import (
-    EMA,
-    LOSSES,
-    MetricsWriter,
+from espcn_hf.data import choose_data_path, training_folders
+from espcn_hf.training import TrainingConfig
+from espcn_hf.training.checkpoints import (
     RunLock,
-    ScheduleClock,
-    TrainingConfig,
     TrainState,
-    choose_data_path,
-    compute_loss,
-    get_loss,
     init_from_pretrained,
     latest_checkpoint,
     list_checkpoints,
-    load_config,
-    loss_for_step,
-    lr_lambda,
-    model_inputs,
-    parse_override,
-    read_metrics,
     save_checkpoint,
     save_model_folder,
 )
+from espcn_hf.training.config import load_config, parse_override
+from espcn_hf.training.ema import EMA
+from espcn_hf.training.losses import LOSSES, compute_loss, get_loss, loss_for_step, model_inputs
+from espcn_hf.training.records import MetricsWriter, read_metrics
+from espcn_hf.training.schedule import ScheduleClock, lr_lambda
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = ROOT / "scripts" / "train.py"
@@ -51,8 +45,7 @@ PLOT_SCRIPT = ROOT / "scripts" / "plot_training.py"
 SMOKE = ROOT / "configs" / "smoke-cpu.yaml"
 ACCELERATE = Path(sys.executable).with_name("accelerate")
 
-sys.path.insert(0, str(TRAIN_SCRIPT.parent))
-import train  # noqa: E402  (scripts/train.py)
+train = load_script(TRAIN_SCRIPT, "train_script")  # the command line; the loop is espcn_hf.training
 
 
 def _smooth_image(rng: np.random.Generator, height: int, width: int) -> Image.Image:
@@ -124,7 +117,7 @@ def _single_process_psnr(folder: Path, val_dir: Path) -> float:
 def test_output_layer_learning_rate_multiplier():
     """`output_lr_scale` (the paper's slower output layer) scales the last convolution's learning rate only, and
     the scheduler keeps the ratio."""
-    from espcn_hf.training import parameter_groups
+    from espcn_hf.training.checkpoints import parameter_groups
 
     model = ESPCNForImageSuperResolution(ESPCNConfig(hidden_channels=[8, 8], kernel_sizes=[5, 3, 3]))
     groups = parameter_groups(model, 0.1)
@@ -217,7 +210,7 @@ def test_config_overrides_and_unknown_keys(tmp_path):
     assert load_config(tmp_path / "c.json") == {"batch_size": 3}
     assert TrainingConfig.from_sources(tmp_path / "c.json").batch_size == 3
     with pytest.raises(SystemExit):  # the command line reports a bad value as a usage error, no traceback
-        train.parse_args(["--set", "loss=l3"])
+        train.main(["--set", "loss=l3"])
 
 
 def test_losses_are_looked_up_by_name_and_computed_from_the_reconstruction():
@@ -260,9 +253,11 @@ def test_checkpoints_are_atomic_and_rotated(tmp_path):
         save_checkpoint(accelerator, tmp_path, step, total_limit=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_20", "step_30"]
     accelerator.crash = True
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="cannot save checkpoint step_40"):  # one line, cleaned up
         save_checkpoint(accelerator, tmp_path, 40, total_limit=2)
-    assert (tmp_path / "step_40.tmp").is_dir()  # the half-written one is never taken for a checkpoint
+    assert not (tmp_path / "step_40.tmp").exists() and latest_checkpoint(tmp_path).name == "step_30"
+    (tmp_path / "step_40.tmp").mkdir()  # what a kill mid-write leaves: never taken for a checkpoint
+    (tmp_path / "step_40.tmp" / "model.safetensors").write_bytes(b"x")
     assert latest_checkpoint(tmp_path).name == "step_30"
     accelerator.crash = False
     save_checkpoint(accelerator, tmp_path, 30, total_limit=2)  # re-saving a step replaces it
@@ -359,7 +354,7 @@ def test_smoke_run_one_process(tmp_path, data_dirs, capsys):
     assert _single_process_psnr(out / "best", data_dirs[1]) == pytest.approx(best["val_psnr"], abs=1e-6)
 
     # the plot script reads the run
-    from plot_training import main as plot_main
+    plot_main = load_script(PLOT_SCRIPT, "plot_training_script").main
 
     capsys.readouterr()
     assert plot_main([str(out), "--metric", "val_psnr", "-o", str(tmp_path / "curve.png")]) == 0
@@ -458,7 +453,7 @@ def test_resume_falls_back_past_a_damaged_checkpoint(tmp_path, data_dirs, capsys
     resume = ["--max_steps", "30", *common, "--resume_from_checkpoint", "latest"]
     assert train.main(_args(out, data_dirs, *resume)) == 0
     printed = capsys.readouterr().out
-    assert f"checkpoint {newest} cannot be loaded (" in printed  # names the folder, says why
+    assert f"checkpoint {newest} cannot be used (" in printed  # names the folder, says why
     assert f"resuming from {out / 'checkpoints' / 'step_10'}, the newest checkpoint that loads" in printed
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [10, 20, 30]
     assert json.loads((out / "final" / "eval_results.json").read_text())["step"] == 30
@@ -560,8 +555,8 @@ def test_data_path_choice_and_every_training_set(tmp_path, monkeypatch):
         (tmp_path / "train" / name).mkdir(parents=True)
     (tmp_path / "train" / "README.txt").write_text("not a set")
     monkeypatch.setenv("ESPCN_HF_DATA_DIR", str(tmp_path))
-    assert [p.name for p in train.resolve_train_dirs("all")] == ["BSD200", "NewSet", "T91"]
-    assert train.resolve_train_dirs(["T91"]) == [tmp_path / "train" / "T91"]
+    assert [p.name for p in training_folders("all")] == ["BSD200", "NewSet", "T91"]
+    assert training_folders(["T91"]) == [tmp_path / "train" / "T91"]
     for preset in ("espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"):
         for suffix in ("", "-gpu"):
             assert (
@@ -602,7 +597,7 @@ def test_bf16_channels_last_and_accumulation_on_the_device_path(tmp_path, data_d
 
 
 def test_device_name_says_what_a_run_was_measured_on():
-    from espcn_hf.training import device_name
+    from espcn_hf.training.records import device_name
 
     name = device_name("cpu")
     assert name.startswith("cpu: ") and f"{os.cpu_count()} CPUs" in name and "torch threads" in name
@@ -612,7 +607,7 @@ def test_saving_a_model_folder_prints_no_progress_bar_and_restores_the_switch(tm
     from transformers.utils import logging as hf_logging
 
     from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
-    from espcn_hf.training import save_model_folder
+    from espcn_hf.training.checkpoints import save_model_folder
 
     model = ESPCNForImageSuperResolution(
         ESPCNConfig(upscale_factor=2, hidden_channels=[4, 4], kernel_sizes=[3, 3, 3])
@@ -622,3 +617,107 @@ def test_saving_a_model_folder_prints_no_progress_bar_and_restores_the_switch(tm
     assert "Writing model shards" not in capsys.readouterr().err
     assert hf_logging.is_progress_bar_enabled()
     assert (tmp_path / "best" / "model.safetensors").is_file()
+
+
+def _nan_weights(checkpoint: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(checkpoint / "model.safetensors")
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, checkpoint / "model.safetensors")
+
+
+@pytest.mark.parametrize("damage", ["nan_weights", "torn_random_states"])
+def test_resume_never_continues_on_garbage(tmp_path, data_dirs, capsys, damage):
+    """A checkpoint with NaN weights was resumed as "latest" (loss=nan, NaN checkpoints and final/, exit 0); a torn
+    random_states_0.pkl was loaded without notice (accelerate only logs it). Both are now damaged checkpoints:
+    the run falls back to the previous one, saying so."""
+    out = tmp_path / damage
+    common = ["--eval_steps", "10", "--checkpointing_steps", "10"]
+    assert train.main(_args(out, data_dirs, "--max_steps", "20", *common)) == 0
+    newest = latest_checkpoint(out / "checkpoints")
+    if damage == "nan_weights":
+        _nan_weights(newest)
+    else:
+        states = newest / "random_states_0.pkl"
+        states.write_bytes(states.read_bytes()[:40])
+    capsys.readouterr()
+    assert train.main(_args(out, data_dirs, "--max_steps", "30", *common, "--resume_from_checkpoint", "latest")) == 0
+    printed = capsys.readouterr().out
+    assert f"checkpoint {newest} cannot be used (DamagedCheckpointError: " in printed
+    assert "resuming from" in printed and "step_10" in printed
+    final = ESPCNForImageSuperResolution.from_pretrained(out / "final")  # refuses non-finite weights
+    assert all(torch.isfinite(p).all() for p in final.parameters())
+
+
+def test_a_loss_that_becomes_non_finite_stops_the_run_saving_nothing(tmp_path, data_dirs, capsys, monkeypatch):
+    import espcn_hf.training.loop as loop
+
+    real, calls = loop.compute_loss, []
+
+    def diverging(outputs, labels, name):
+        calls.append(1)
+        loss = real(outputs, labels, name)
+        return loss * float("nan") if len(calls) > 12 else loss
+
+    monkeypatch.setattr(loop, "compute_loss", diverging)
+    out = tmp_path / "nan"
+    args = _args(out, data_dirs, "--max_steps", "30", "--eval_steps", "10", "--checkpointing_steps", "10")
+    assert train.main([*args, "--log_steps", "5"]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: the training loss became non-finite by step 15")
+    assert "Traceback" not in err
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["step_10"]  # nothing after step 10
+    assert not (out / "final").exists()
+    assert json.loads((out / "best" / "eval_results.json").read_text())["step"] == 10
+
+
+def test_checkpoint_saving_faults_are_one_line_or_recovered(tmp_path, capsys):
+    """A full disk while saving (torch says "unexpected pos 4608 vs 4500"), a stray file named like the next
+    checkpoint, and a folder left half-swapped by a kill between replace_dir's two renames."""
+    import errno
+
+    from espcn_hf.fileio import recover_dir
+    from espcn_hf.training.checkpoints import CheckpointSaveError, recover_folders
+
+    accelerator = _FakeAccelerator()
+    save_checkpoint(accelerator, tmp_path / "ckpt", 10, total_limit=2)
+
+    def full_disk(path):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    accelerator.save_state = full_disk
+    with pytest.raises(CheckpointSaveError, match="no space left on device while saving checkpoint step_20"):
+        save_checkpoint(accelerator, tmp_path / "ckpt", 20, total_limit=2)
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["step_10"]
+
+    accelerator = _FakeAccelerator()
+    (tmp_path / "ckpt" / "step_30").write_text("stray")
+    lines = []
+    save_checkpoint(accelerator, tmp_path / "ckpt", 30, total_limit=2, log=lines.append)
+    assert (tmp_path / "ckpt" / "step_30").is_dir() and len(lines) == 1 and "is a file" in lines[0]
+
+    run = tmp_path / "run"
+    (run / "best.old").mkdir(parents=True)  # killed between the renames: best.old and best.tmp, no best/
+    (run / "best.old" / "model.safetensors").write_bytes(b"old complete")
+    (run / "best.tmp").mkdir()
+    assert recover_folders(run) == [run / "best"]
+    assert (run / "best" / "model.safetensors").read_bytes() == b"old complete" and not (run / "best.old").exists()
+    assert not recover_dir(run / "best")  # nothing to do the second time
+
+
+def test_bad_yaml_and_an_unusable_output_dir_are_one_line(tmp_path, data_dirs, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: 10\nlearning_rate: [1e-3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--config", str(bad), "--output_dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "not valid YAML (line 3" in err and "Traceback" not in err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    assert train.main(_args(a_file, data_dirs, "--max_steps", "2")) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"error: --output_dir {a_file}: is a file, not a folder"
