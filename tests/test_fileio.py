@@ -131,3 +131,25 @@ def test_a_folder_swapped_in_gets_the_modes_of_open_and_mkdir(tmp_path, umask_02
     link = modes.pop("link.txt")
     assert modes == {".": 0o750, "onnx": 0o750, "model.safetensors": 0o640, "onnx/model.onnx": 0o640}
     assert stat.S_IMODE(outside.stat().st_mode) == 0o600 and (final / "link.txt").is_symlink(), link
+
+
+@pytest.mark.parametrize("stem", ["a" * 246, "é" * 123])
+def test_a_name_at_the_file_system_limit_can_be_written(tmp_path, stem):
+    """A legal 250-byte output name failed (issue "No wrong answers, no lost batches"): the temporary name
+    (`.<name>.<random>.png.partial`) was longer than the 255 bytes a file system allows for a name."""
+    target = tmp_path / f"{stem}.png"
+    assert len(os.fsencode(target.name)) == 250
+    seen = []
+    atomic_save(target, lambda p: (seen.append(p), p.write_bytes(b"image")))
+    assert target.read_bytes() == b"image" and _leftovers(tmp_path) == []
+    name = seen[0].name
+    assert is_partial_file(seen[0]) and name.endswith(".png.partial") and len(os.fsencode(name)) < 80
+    assert name.startswith("." + stem[:8])  # a leftover still tells which output it belongs to
+
+
+def test_temporary_names_of_different_targets_differ_even_with_a_common_start(tmp_path):
+    names = []
+    for i in range(2):
+        atomic_save(tmp_path / f"{'x' * 60}{i}.png", lambda p: (names.append(p.name), p.write_bytes(b"x")))
+    prefixes = [name.rsplit(".", 3)[0] for name in names]  # without the random part and the suffix
+    assert prefixes[0] != prefixes[1]
