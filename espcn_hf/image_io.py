@@ -146,13 +146,36 @@ def _drop_damaged_exif(image: Image.Image, name: str) -> None:
         )
 
 
-def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: int = 2) -> Image.Image:
+def check_output_size(
+    width: int, height: int, scale: int, max_output_pixels: int | None, name: str | None = None
+) -> None:
+    """Raise `ImageLoadError` when a `width` x `height` image upscaled by `scale` has more than
+    `max_output_pixels` pixels (`None`: no limit)."""
+    pixels = width * height * scale * scale
+    if max_output_pixels is not None and pixels > max_output_pixels:
+        raise ImageLoadError(
+            f"{f'{name}: ' if name else ''}{width}x{height} at x{scale} makes a {width * scale}x{height * scale} = "
+            f"{pixels:,}-pixel image, over the output limit of {max_output_pixels:,} pixels (max_output_pixels; "
+            "None disables it)"
+        )
+
+
+def load_image(
+    source,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_size: int = 2,
+    *,
+    scale: int = 1,
+    max_output_pixels: int | None = None,
+) -> Image.Image:
     """Open and fully decode an image from a path, bytes, a binary file object or a PIL image.
 
     The EXIF orientation is applied. Raises `ImageLoadError` for a missing, empty, truncated, corrupt or
     non-image file, a text stream, an image smaller than `min_size` pixels on a side, or one with more than
-    `max_pixels` pixels (checked from the header, before decoding, so a decompression bomb costs nothing;
-    `None` disables the limit, Pillow's own included).
+    `max_pixels` pixels, or (for an image about to be upscaled by `scale`) one whose output would have more than
+    `max_output_pixels` pixels. Both limits are checked from the header, before decoding, so a decompression
+    bomb or an image too large to upscale costs nothing; `None` disables a limit (`max_pixels=None`, Pillow's
+    own included).
     """
     name = "image"
     with _pillow_bomb_limit(max_pixels):
@@ -201,6 +224,7 @@ def load_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, min_size: in
             raise ImageLoadError(
                 f"{name}: {width}x{height} pixels is too small (at least {min_size}x{min_size} needed)"
             )
+        check_output_size(width, height, scale, max_output_pixels, name)
         _check_jpeg_size(image, name)
         try:
             with warnings.catch_warnings():
@@ -256,6 +280,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageDataWarning",
     "ImageLoadError",
+    "check_output_size",
     "is_image_file",
     "load_image",
     "save_image",

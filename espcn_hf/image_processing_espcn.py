@@ -5,6 +5,10 @@ mixes sizes, pads each image at the bottom/right (edge replication) to the large
 sizes and modes travel in the `BatchFeature`, and `post_process_super_resolution` crops the padding off the output
 and gives each image back in its own kind: grayscale (L, LA, 16-bit) stays grayscale and untinted, alpha is kept.
 
+It also owns what makes an image acceptable (numbers, finite, at least 2x2, at most `max_pixels`: `ValueError`
+otherwise, for PIL images, numpy arrays and tensors alike) and the exact tile loop (`tile_windows`, `run_tiled`)
+that `espcn_hf.upscale` and the pipeline both run, so a large image never needs a whole-image forward.
+
 This file imports only numpy, PIL, torch and transformers because it is copied flat into Hub repositories for
 `trust_remote_code=True` loading.
 """
@@ -12,7 +16,7 @@ This file imports only numpy, PIL, torch and transformers because it is copied f
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +35,15 @@ _OUTPUT_MODES.update(dict.fromkeys(_GRAY_16_BIT_MODES, "I;16"))
 
 # Luma of an RGB output for grayscale results: ITU-R BT.601 weights, the ones PIL's convert("L") uses.
 _LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+# numpy dtype kinds an image may hold: bool, signed and unsigned integers, floating point. Complex numbers, dates,
+# time spans, strings and objects are refused (numpy would turn many of them into floats without a word).
+_NUMERIC_KINDS = "biuf"
+_TORCH_INTEGER_DTYPES = tuple(
+    getattr(torch, name)
+    for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+    if hasattr(torch, name)
+)
 
 
 def quantize(values: torch.Tensor, peak: int = 255) -> torch.Tensor:
@@ -106,6 +119,8 @@ def pil_to_rgb_array(image: Image.Image) -> np.ndarray:
     image = exif_transpose(image)
     if image.mode in _GRAY_16_BIT_MODES:
         array = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(array).all():  # a 32-bit float (F) image: +inf would become white, NaN black
+            raise ValueError(f"The {image.mode}-mode image contains NaN or infinite values")
         peak = 65535.0 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
         if image.mode == "F" and array.max(initial=0) <= 1.0:
             peak = 1.0
@@ -159,13 +174,87 @@ def attach_alpha(image: Image.Image, alpha: Image.Image | None) -> Image.Image:
     return image
 
 
-def _to_chw_float(image, rescale_factor: float, do_rescale: bool) -> torch.Tensor:
-    """One image (PIL, numpy HWC/HW/CHW, or torch CHW/HW) -> float32 tensor (3, H, W)."""
+def tile_windows(
+    height: int, width: int, tile: int, margin: int
+) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
+    """The tiles of an image of `height` x `width` pixels: for each `tile` x `tile` core, (top, left, bottom,
+    right) of the core and (t0, l0, b1, r1) of its input window, the core with `margin` pixels of context on
+    each side (clipped at the image border). The cores cover the image exactly once, in raster order."""
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            yield (
+                top, left, bottom, right,
+                max(top - margin, 0), max(left - margin, 0), min(bottom + margin, height), min(right + margin, width),
+            )  # fmt: skip
+
+
+def run_tiled(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    pixel_values: torch.Tensor,
+    scale: int,
+    tile: int | None,
+    margin: int,
+    write: Callable[[int, int, torch.Tensor], None],
+) -> None:
+    """Exact tiled super-resolution: the one tile loop of the project (`espcn_hf.upscale_tensor` and the
+    pipeline run through it).
+
+    `forward` maps (N, C, h, w) windows to their (N, C, scale*h, scale*w) outputs. Each `tile` x `tile` core of
+    `pixel_values` (N, C, H, W) is run with `margin` pixels of real context around it (clipped at the image
+    border, where the network pads exactly as on the whole image) and only the core's output is kept, passed as
+    `write(top, left, output)` with coordinates in the output image. With `margin` at least the network's
+    receptive-field radius the result equals the untiled one up to float rounding, while the memory of a forward
+    is bounded by the tile size. `tile=None` runs the whole image at once.
+    """
+    height, width = pixel_values.shape[-2:]
+    if tile is None:
+        write(0, 0, forward(pixel_values))
+        return
+    for top, left, bottom, right, t0, l0, b1, r1 in tile_windows(height, width, tile, margin):
+        out = forward(pixel_values[..., t0:b1, l0:r1])
+        write(
+            top * scale,
+            left * scale,
+            out[..., (top - t0) * scale : (bottom - t0) * scale, (left - l0) * scale : (right - l0) * scale],
+        )
+
+
+def check_pixel_values(values: np.ndarray | torch.Tensor, what: str = "The image") -> None:
+    """Raise `ValueError` unless `values` (a numpy array or tensor) holds numbers (bool, integers or floating
+    point) that are all finite. `what` names the image in the message."""
+    if isinstance(values, torch.Tensor):
+        floating = values.is_floating_point()
+        numeric = floating or values.dtype in _TORCH_INTEGER_DTYPES
+        dtype = str(values.dtype).removeprefix("torch.")
+        finite = not floating or bool(torch.isfinite(values).all())
+    else:
+        floating = values.dtype.kind == "f"
+        numeric = values.dtype.kind in _NUMERIC_KINDS
+        dtype = str(values.dtype)
+        finite = not floating or bool(np.isfinite(values).all())
+    if not numeric:
+        raise ValueError(
+            f"{what} holds {dtype} values; images hold numbers (bool, integer or floating point)"
+        )
+    if not finite:
+        raise ValueError(f"{what} contains NaN or infinite values")
+
+
+def _to_chw_float(image, rescale_factor: float, do_rescale: bool, what: str = "The image") -> torch.Tensor:
+    """One image (PIL, numpy HWC/HW/CHW, or torch CHW/HW) -> float32 tensor (3, H, W); `ValueError` for values
+    that are not finite numbers (`check_pixel_values`)."""
     if isinstance(image, Image.Image):
         return torch.from_numpy(pil_to_rgb_array(image)).permute(2, 0, 1).contiguous()
+    if isinstance(image, (np.ndarray, torch.Tensor)):
+        check_pixel_values(image, what)
     if isinstance(image, np.ndarray):
         is_int = np.issubdtype(image.dtype, np.integer)
-        tensor = torch.from_numpy(np.ascontiguousarray(image).astype(np.float32))
+        if image.dtype.kind == "f":  # in [0, 1] by contract: clamped on the way to float32 (1e300 is no inf)
+            values = np.clip(image, 0.0, 1.0, out=np.empty(image.shape, np.float32), casting="same_kind")
+        else:
+            values = np.ascontiguousarray(image).astype(np.float32)
+        tensor = torch.from_numpy(values)
         # numpy images are (H, W, C) as PIL and OpenCV make them; (C, H, W) only when the last axis cannot be C.
         channels_last = image.ndim == 3 and not (
             image.shape[-1] not in (1, 3, 4) and image.shape[0] in (1, 3, 4)
@@ -282,7 +371,7 @@ class ESPCNImageProcessor(BaseImageProcessor):
             if isinstance(image, Image.Image):
                 image, alpha = split_alpha(image)
             alphas.append(None if alpha is None else np.asarray(alpha))
-            tensor = _to_chw_float(image, rescale_factor, do_rescale)
+            tensor = _to_chw_float(image, rescale_factor, do_rescale, what=f"Image {index}")
             height, width = tensor.shape[-2:]
             if height < 2 or width < 2:
                 raise ValueError(
@@ -376,11 +465,14 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "ESPCNImageProcessor",
     "attach_alpha",
+    "check_pixel_values",
     "output_mode",
     "pil_to_rgb_array",
     "quantize",
     "rgb_to_luma",
+    "run_tiled",
     "split_alpha",
+    "tile_windows",
     "to_output_array",
     "to_output_image",
     "to_uint8_hwc",

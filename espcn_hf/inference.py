@@ -20,17 +20,25 @@ import copy
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from .image_io import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_MAX_PIXELS,
+    ImageLoadError,
+    check_output_size,
+    load_image,
+)
 from .image_processing_espcn import (
     ESPCNImageProcessor,
     attach_alpha,
+    check_pixel_values,
     rgb_to_luma,
+    run_tiled,
     to_output_array,
     to_output_image,
 )
@@ -63,19 +71,6 @@ INFERENCE_MODES = {
     "channels_last": {"dtype": None, "memory_format": "channels_last"},
     "bf16": {"dtype": torch.bfloat16, "memory_format": "channels_last"},
 }
-
-
-def _tiles(
-    height: int, width: int, tile: int, margin: int
-) -> Iterator[tuple[int, int, int, int, int, int, int, int]]:
-    """(top, left, bottom, right) of each core and (t0, l0, b1, r1) of its input window with `margin` context."""
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            yield (
-                top, left, bottom, right,
-                max(top - margin, 0), max(left - margin, 0), min(bottom + margin, height), min(right + margin, width),
-            )  # fmt: skip
 
 
 def parse_tile_size(value) -> int | str | None:
@@ -262,12 +257,8 @@ def upscale_tensor(
         with context:
             return runner(window).reconstruction.float()
 
-    if tile is None:
-        out = run(pixel_values)
-        if write is None:
-            return out
-        write(0, 0, out)
-        return None
+    if tile is None and write is None:
+        return run(pixel_values)
     result = None
     if write is None:
         result = torch.empty(
@@ -277,13 +268,7 @@ def upscale_tensor(
         def write(top: int, left: int, out: torch.Tensor) -> None:
             result[..., top : top + out.shape[-2], left : left + out.shape[-1]] = out
 
-    for top, left, bottom, right, t0, l0, b1, r1 in _tiles(height, width, tile, margin):
-        out = run(pixel_values[..., t0:b1, l0:r1])
-        write(
-            top * r,
-            left * r,
-            out[..., (top - t0) * r : (bottom - t0) * r, (left - l0) * r : (right - l0) * r],
-        )
+    run_tiled(run, pixel_values, r, tile, margin, write)  # the tile loop of image_processing_espcn
     return result
 
 
@@ -303,14 +288,6 @@ def placed_model(
     return copy.deepcopy(model).to(wanted)
 
 
-def _check_output_size(height: int, width: int, r: int, max_output_pixels: int | None) -> None:
-    if max_output_pixels is not None and height * width * r * r > max_output_pixels:
-        raise ImageLoadError(
-            f"{width}x{height} at x{r} makes a {width * r}x{height * r} = {height * width * r * r:,}-pixel image, "
-            f"over the output limit of {max_output_pixels:,} pixels (max_output_pixels; None disables it)"
-        )
-
-
 def upscale(
     image,
     model: str | os.PathLike | ESPCNForImageSuperResolution,
@@ -327,8 +304,8 @@ def upscale(
     """Super-resolve one image (or a list of images) with an ESPCN model.
 
     Args:
-        image: a path, PIL image, numpy array (H, W[, C]) or tensor ((C, H, W) or (N, C, H, W), floats in [0, 1]).
-            A list of those gives a list back.
+        image: a path, PIL image, numpy array ((H, W[, C]), or a batch (N, H, W, C)) or tensor ((C, H, W) or
+            (N, C, H, W), floats in [0, 1]). A list of those gives a list back.
         model: an `ESPCNForImageSuperResolution` (used as it is, never modified), a folder written by
             `save_pretrained`, or a Hub repo id (loaded on each call: load it once with `load_model` to reuse).
         tile_size: "auto" (whole frames on CUDA when they fit, 256-px tiles on CPU), None (whole image) or the
@@ -347,11 +324,13 @@ def upscale(
     Returns, in the input's kind:
         - path or PIL image: a PIL image. Grayscale stays grayscale ("L", "LA", 16-bit "I;16": the luma of the
           output, so no tint); alpha is upscaled with bicubic and kept ("RGBA", "LA"); everything else is "RGB".
-        - numpy array: uint8 (rH, rW, 3), or (rH, rW) for a grayscale (H, W) array (uint16 for uint16 input).
+        - numpy array: uint8 (rH, rW, 3), or (rH, rW) for a grayscale (H, W) array (uint16 for uint16 input); a
+          batch (N, H, W, C) gives every image back, (N, rH, rW, 3).
         - tensor: float in [0, 1], same layout; a 1-channel tensor gives 1 channel (luma) back.
 
-    Raises `ImageLoadError` (a `ValueError`) for unreadable or oversized images, `ValueError` for bad options
-    or NaN/infinite values.
+    Raises `ImageLoadError` (a `ValueError`) for unreadable or oversized images (a file's sizes are checked from
+    its header, before decoding), `ValueError` for bad options, NaN/infinite values or values that are not
+    numbers (complex, dates, strings, objects).
     """
     dtype, memory_format = resolve_options(dtype, memory_format, precision)
     tile_size = parse_tile_size(tile_size)
@@ -373,16 +352,15 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
             raise ValueError(
                 f"A tensor image must be (C, H, W) or (N, C, H, W) with C = 1 or 3, got {tuple(image.shape)}"
             )
+        check_pixel_values(batch, "The tensor image")  # numbers, finite: the image processor's rule
         if not batch.is_floating_point():
             raise ValueError(f"A tensor image must hold floats in [0, 1], got {batch.dtype}")
-        if not torch.isfinite(batch).all():
-            raise ValueError("The tensor image contains NaN or infinite values")
         height, width = batch.shape[-2:]
         if max_pixels is not None and height * width > max_pixels:
             raise ImageLoadError(
                 f"{width}x{height} = {height * width:,} pixels is over the limit of {max_pixels:,}"
             )
-        _check_output_size(height, width, r, max_output_pixels)
+        check_output_size(width, height, r, max_output_pixels)
         gray = batch.shape[1] == 1 and model.config.num_channels == 3
         if gray:  # a grayscale tensor through an RGB model: grey in, its luma out (1 channel)
             batch = batch.expand(-1, 3, -1, -1)
@@ -393,18 +371,31 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
         return out if image.ndim == 4 else out[0]
 
     if isinstance(image, (str, os.PathLike, bytes)) or hasattr(image, "read"):
-        image = load_image(image, max_pixels=max_pixels)
+        # both limits are checked from the header, before the image is decoded
+        image = load_image(image, max_pixels=max_pixels, scale=r, max_output_pixels=max_output_pixels)
     if not isinstance(image, (Image.Image, np.ndarray)):
         raise ImageLoadError(
             f"Cannot upscale a {type(image).__name__}: pass a path, PIL image, numpy array or tensor"
         )
+    if isinstance(image, np.ndarray) and image.ndim == 4:  # a batch (N, H, W, C): every image, stacked
+        if len(image) == 0:
+            raise ValueError("The numpy batch holds no images")
+        results = None
+        for index, item in enumerate(image):
+            result = _upscale_one(
+                item, model, max_pixels=max_pixels, max_output_pixels=max_output_pixels, **run_options
+            )
+            if results is None:
+                results = np.empty((len(image), *result.shape), result.dtype)
+            results[index] = result
+        return results
     if isinstance(image, Image.Image):  # before any conversion: the size alone decides
-        _check_output_size(image.height, image.width, r, max_output_pixels)
+        check_output_size(image.width, image.height, r, max_output_pixels)
     features = ESPCNImageProcessor(max_pixels=max_pixels)(image)
     pixel_values = features["pixel_values"]
     mode, alpha = features["original_modes"][0], features["alphas"][0]
     height, width = pixel_values.shape[-2:]
-    _check_output_size(height, width, r, max_output_pixels)
+    check_output_size(width, height, r, max_output_pixels)
 
     if isinstance(image, Image.Image):
         result = Image.new({"RGBA": "RGB", "LA": "L"}.get(mode, mode), (width * r, height * r))

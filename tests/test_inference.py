@@ -6,8 +6,9 @@ import torch
 from conftest import natural_image, tiny_model
 from PIL import Image, ImageOps
 
-from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
-from espcn_hf.inference import _tiles, resolve_tiling, upscale_tensor
+from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, ESPCNImageProcessor, upscale
+from espcn_hf.image_processing_espcn import tile_windows
+from espcn_hf.inference import resolve_tiling, upscale_tensor
 
 
 @pytest.mark.parametrize("preset", ["espcn", "espcn-paper"])
@@ -24,7 +25,7 @@ def test_tiled_output_equals_untiled(preset, tile, overlap):
 
 def test_tiles_cover_the_image_exactly_once():
     covered = np.zeros((50, 70), int)
-    for top, left, bottom, right, t0, l0, b1, r1 in _tiles(50, 70, 16, 7):
+    for top, left, bottom, right, t0, l0, b1, r1 in tile_windows(50, 70, 16, 7):
         covered[top:bottom, left:right] += 1
         assert t0 == max(top - 7, 0) and b1 == min(bottom + 7, 50) and l0 <= left and r1 >= right
     assert (covered == 1).all()
@@ -270,3 +271,61 @@ def test_grayscale_photo_with_the_shipped_x3_model_is_untinted():
     rgb = np.asarray(upscale(gray.convert("RGB"), model)).astype(int)
     luma = np.asarray(Image.fromarray(rgb.astype(np.uint8)).convert("L")).astype(int)
     assert np.abs(np.asarray(out).astype(int) - luma).max() <= 1  # the untinted luma of the RGB result
+
+
+# --- issue "No wrong answers, no lost batches" -----------------------------------------------------------------
+
+
+def test_a_numpy_batch_gives_every_image_back():
+    """A (2, H, W, 3) array returned one (rH, rW, 3) array, image 0 only (a 4-D tensor returned both)."""
+    model = tiny_model(2)
+    batch = np.stack([natural_image(10, 12, seed=1), natural_image(10, 12, seed=2)])
+    out = upscale(batch, model)
+    assert out.shape == (2, 20, 24, 3) and out.dtype == np.uint8
+    for image, result in zip(batch, out, strict=True):
+        np.testing.assert_array_equal(result, upscale(image, model))
+    gray = upscale(batch[..., :1], model)  # (N, H, W, 1) grayscale
+    assert gray.shape == (2, 20, 24, 1)
+    with pytest.raises(ValueError, match="no images"):
+        upscale(batch[:0], model)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        Image.fromarray(np.array([[0.2, np.inf], [0.5, 0.1]], np.float32)),  # +inf became white
+        Image.fromarray(np.array([[0.2, np.nan], [0.5, 0.1]], np.float32)),
+        np.zeros((4, 4, 3), "datetime64[s]"),
+        np.full((4, 4, 3), 0.5 + 0.5j),
+        np.full((4, 4, 3), "0.5"),
+        np.full((4, 4, 3), 0.5, dtype=object),
+        np.full((4, 4, 3), -np.inf),
+        torch.full((3, 4, 4), 0.5 + 0j),
+    ],
+    ids=["F-inf", "F-nan", "datetime64", "complex", "str", "object", "numpy-inf", "complex-tensor"],
+)
+def test_values_that_are_not_finite_numbers_are_refused(image):
+    """Non-finite values and non-numeric dtypes are a ValueError in the image processor, so `upscale`, the
+    pipeline and the Space refuse them alike (they were white, or silently turned into floats)."""
+    with pytest.raises(ValueError, match="NaN or infinite|images hold numbers"):
+        ESPCNImageProcessor()(image)
+    with pytest.raises(ValueError, match="NaN or infinite|images hold numbers"):
+        upscale(image, tiny_model(2))
+
+
+def test_the_output_limit_is_checked_before_decoding(tmp_path, monkeypatch):
+    """With no input limit (`--max-pixels 0`) a 1.6 Gpx PNG was decoded (3.5 GB, 12 s) before the output limit
+    refused it: the output limit is now checked from the header too."""
+    from PIL import ImageFile
+
+    from espcn_hf import ImageLoadError
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (300, 200)).save(path)
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("the image was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
+    with pytest.raises(ImageLoadError, match=r"wide\.png: 300x200 at x4 .* over the output limit"):
+        upscale(str(path), tiny_model(4), max_pixels=None, max_output_pixels=300 * 200 * 16 - 1)
