@@ -54,7 +54,7 @@ from torch.utils.data import Dataset
 from .degradation import bicubic_degrade
 from .image_io import ImageLoadError, is_image_file, load_image
 from .image_processing_espcn import pil_to_rgb_array
-from .metrics import quantize_uint8
+from .metrics import quantize_uint8, to_unit_float
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +76,18 @@ _SSIM_WINDOW = 11
 _TRANSFORMS = 8  # the dihedral group: identity, 3 rotations, and each of those transposed
 
 
-def default_data_dir() -> Path:
-    """`$ESPCN_HF_DATA_DIR`, else `$XDG_CACHE_HOME/espcn_hf/data` (`~/.cache/espcn_hf/data`), where
-    `download_benchmark` unpacks sets. The package never guesses a path in the checkout around it: the scripts
-    in `scripts/` point `ESPCN_HF_DATA_DIR` at `../shared/data` themselves."""
+def default_data_dir(fallback: str | os.PathLike | None = None) -> Path:
+    """Where benchmark and training images live (`benchmarks/<Set>/`, `train/<Set>/`, `peers/`): the one rule.
+
+    `$ESPCN_HF_DATA_DIR`; else `fallback` when it is a folder (the scripts in `scripts/` pass the data folder
+    beside the checkout, `scripts/common.py`: the package itself never guesses a path around it); else
+    `$XDG_CACHE_HOME/espcn_hf/data` (`~/.cache/espcn_hf/data`), where `download_benchmark` unpacks sets.
+    """
     env = os.environ.get("ESPCN_HF_DATA_DIR")
     if env:
         return Path(env)
+    if fallback is not None and Path(fallback).is_dir():
+        return Path(fallback)
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "espcn_hf" / "data"
 
@@ -193,7 +198,7 @@ def _name_of(value, index: int) -> str:
 
 def _lr_of(hr: np.ndarray, scale: int) -> np.ndarray:
     """`bicubic_degrade` of a whole uint8 HR image (mod-cropped) -> uint8 LR (float64 maths, rounded once)."""
-    t = torch.from_numpy(hr).permute(2, 0, 1).to(torch.float64).div_(255.0)
+    t = to_unit_float(torch.from_numpy(hr), torch.float64).permute(2, 0, 1)
     lr = bicubic_degrade(t, scale)
     return np.ascontiguousarray(quantize_uint8(lr).permute(1, 2, 0).numpy())
 
@@ -510,9 +515,7 @@ class DataGenerator(Dataset):
 
     @staticmethod
     def _to_tensor(patch: np.ndarray) -> torch.Tensor:
-        chw = np.ascontiguousarray(patch.transpose(2, 0, 1), dtype=np.float32)
-        chw /= 255.0  # division (not * 1/255) so values equal torch's uint8 / 255 exactly
-        return torch.from_numpy(chw)
+        return torch.from_numpy(to_unit_float(np.ascontiguousarray(patch.transpose(2, 0, 1))))
 
     def __getitem__(self, index: int) -> dict:
         if index < 0:
@@ -658,7 +661,7 @@ class DevicePatchSampler:
                 continue
             group = torch.rot90(crops[lo:hi], t & 3, dims=(1, 2))
             buffer[lo:hi] = group.transpose(1, 2) if t & 4 else group
-        # Division, not * (1/255): the values equal DataGenerator's `uint8 / 255.0` in float32 exactly.
+        # metrics.to_unit_float's rule, in place in the reused buffer (a division: equal to DataGenerator's).
         return buffer.div_(255.0).permute(0, 3, 1, 2)
 
     def batch(self, step: int, out: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .metrics import mod_crop, quantize_uint8
+from .metrics import mod_crop, quantize_uint8, to_unit_float
 
 __all__ = ["bicubic_degrade", "imresize", "imresize_np", "mod_crop", "quantize"]
 
@@ -184,7 +184,7 @@ def imresize_np(img: np.ndarray, scale: float) -> np.ndarray:
         raise TypeError("img must be a uint8 numpy array")
     if img.ndim not in (2, 3):
         raise ValueError(f"img must be H x W or H x W x C, got shape {img.shape}")
-    t = torch.from_numpy(np.ascontiguousarray(img)).to(torch.float64).div_(255.0)
+    t = to_unit_float(torch.from_numpy(np.ascontiguousarray(img)), torch.float64)
     t = t if img.ndim == 2 else t.permute(2, 0, 1)
     out = quantize_uint8(imresize(t, scale=scale))
     out = out if img.ndim == 2 else out.permute(1, 2, 0)

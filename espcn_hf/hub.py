@@ -267,9 +267,9 @@ def prepare_upload_folder(
         for picture, name in plan.pictures.items():
             shutil.copyfile(picture, staging / name)
         if plan.comparison_picture is not None:
-            from .visualization import save_image
+            from .image_io import save_image
 
-            save_image(staging / COMPARISON_FILE, plan.comparison_picture)
+            save_image(plan.comparison_picture, staging / COMPARISON_FILE)
         atomic_write_text(staging / "README.md", plan.card)
         check_upload_folder(staging)
         replace_dir(staging, out_dir)  # the old folder (if any) is moved aside first, then removed

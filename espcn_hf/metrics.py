@@ -68,6 +68,28 @@ _MAX_VALUE = 255.0
 
 
 # --------------------------------------------------------------------------------------------- rounding
+def to_unit_float(x: Any, dtype: torch.dtype | np.dtype | None = None) -> torch.Tensor | np.ndarray:
+    """THE uint8 -> float rule of the package, the inverse of `quantize_uint8` on its levels: ``x / 255``.
+
+    A division, not a multiplication by ``1 / 255``, so the values equal ``uint8 / 255`` in the target dtype
+    exactly (DataGenerator, the device sampler and the processor agree bit for bit). Tensors keep their device.
+
+    Args:
+        x: a uint8 torch tensor or numpy array (any shape).
+        dtype: the float dtype of the result (default float32; torch or numpy dtype to match `x`).
+    """
+    if torch.is_tensor(x):
+        if x.dtype != torch.uint8:
+            raise TypeError(f"to_unit_float expects a uint8 tensor, got {x.dtype}")
+        return x.to(dtype or torch.float32).div_(_MAX_VALUE)
+    arr = np.asarray(x)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"to_unit_float expects a uint8 array, got {arr.dtype}")
+    out = arr.astype(dtype or np.float32)
+    out /= _MAX_VALUE
+    return out
+
+
 def quantize_uint8(x: Any) -> torch.Tensor | np.ndarray:
     """THE float -> uint8 rule of the package: clamp to [0, 1], ``* 255``, round half away from zero.
 

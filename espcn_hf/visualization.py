@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from .degradation import bicubic_degrade, imresize
 from .evaluation import EvalReport
 from .fileio import atomic_save
-from .metrics import mod_crop, psnr_ssim, quantize_uint8, rgb_to_y
+from .metrics import mod_crop, psnr_ssim, quantize_uint8, rgb_to_y, to_unit_float
 
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation grid
@@ -164,7 +164,9 @@ def render_comparison(
 
     r = model.config.upscale_factor
     array = np.asarray(hr.convert("RGB") if isinstance(hr, Image.Image) else hr)
-    hr_t = mod_crop(torch.from_numpy(np.array(array, dtype=np.float64)).permute(2, 0, 1)[None] / 255.0, r)
+    hr_t = mod_crop(
+        to_unit_float(torch.from_numpy(np.ascontiguousarray(array)), torch.float64).permute(2, 0, 1)[None], r
+    )
     size = min(crop, *hr_t.shape[-2:])
     size -= size % r
     if size < 2 * r + 11:  # the protocol's border crop and an 11x11 SSIM window must fit
@@ -208,15 +210,9 @@ def render_comparison(
     )
 
 
-def save_image(path: str | os.PathLike, image: Image.Image) -> Path:
-    """Write a PIL image as PNG atomically."""
-    return atomic_save(path, lambda tmp: image.save(tmp, format="PNG", optimize=True))
-
-
 __all__ = [
     "Comparison",
     "pick_detail_crop",
     "render_comparison",
     "save_evaluation_picture",
-    "save_image",
 ]

@@ -27,13 +27,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_common import REPO, median_ms, opencv_espcn, test_frame
+from common import REPO, median_ms, opencv_espcn, test_frame
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
 from espcn_hf.cli import tile_size_type
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import INFERENCE_MODES, upscale_tensor
+from espcn_hf.metrics import to_unit_float
 from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 FRAMES = {3: (360, 640), 2: (540, 960), 4: (270, 480)}  # LR (H, W) giving a 1920x1080 output
@@ -127,7 +128,7 @@ def peak_memory_mb(height: int, width: int, tile: str) -> tuple[float, float]:
 def tiling_max_diff() -> float:
     torch.manual_seed(0)
     model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=4)).eval()
-    x = torch.from_numpy(test_frame(300, 400)).permute(2, 0, 1)[None].float() / 255
+    x = to_unit_float(torch.from_numpy(test_frame(300, 400))).permute(2, 0, 1)[None]
     whole = upscale_tensor(model, x, tile_size=None)
     tiled = upscale_tensor(model, x, tile_size=96)
     return (whole - tiled).abs().max().item()

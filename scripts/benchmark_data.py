@@ -29,14 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from common import DATA_DIR
 from torch.utils.data import DataLoader
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
-from espcn_hf.data import DataGenerator, DevicePatchSampler, default_data_dir
+from espcn_hf.data import DataGenerator, DevicePatchSampler
 from espcn_hf.fileio import atomic_write_text
-
-# The read-only data beside the checkout (benchmarks/, train/): the scripts name it, the package never guesses it.
-os.environ.setdefault("ESPCN_HF_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
 def _sync(device: torch.device) -> None:
@@ -171,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     batches = args.batches or (50 if cuda else 10)
     steps = args.steps or (50 if cuda else 3)
     out = args.out or Path(f"benchmarks/data_throughput_{device.type}.json")
-    folders = args.folders or sorted(p for p in (default_data_dir() / "train").iterdir() if p.is_dir())
+    folders = args.folders or sorted(p for p in (DATA_DIR / "train").iterdir() if p.is_dir())
 
     start = time.perf_counter()
     dataset = DataGenerator.from_folder(

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from bench_common import REPO, median_ms, opencv_espcn, test_frame
+from common import REPO, median_ms, opencv_espcn, test_frame
 
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import upscale_tensor
@@ -38,7 +38,9 @@ SCALE = 3
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=None, help="threads for every method (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="threads for every method (default: torch's)"
+    )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "onnx_cpu.md")
     args = parser.parse_args(argv)
     if args.threads:
@@ -63,15 +65,43 @@ def main(argv: list[str] | None = None) -> int:
             case = f"{width}x{height} -> {width * SCALE}x{height * SCALE}"
             if peer is not None:
                 bgr = np.ascontiguousarray(frame[..., ::-1])
-                rows.append((case, "OpenCV ESPCN (dnn_superres)", median_ms(lambda b=bgr: peer.upsample(b), args.repeats), None))
+                rows.append(
+                    (
+                        case,
+                        "OpenCV ESPCN (dnn_superres)",
+                        median_ms(lambda b=bgr: peer.upsample(b), args.repeats),
+                        None,
+                    )
+                )
             for preset, model in models.items():
                 session, feed = sessions[preset], {"pixel_values": pixels.numpy()}
                 (onnx_out,) = session.run(None, feed)
                 torch_out = upscale_tensor(model, pixels, None)
                 diff = float(np.abs(onnx_out - torch_out.numpy()).max())
-                rows.append((case, f"{preset}: torch, default path", median_ms(lambda m=model, x=pixels: upscale_tensor(m, x), args.repeats), None))
-                rows.append((case, f"{preset}: torch, whole frame", median_ms(lambda m=model, x=pixels: upscale_tensor(m, x, None), args.repeats), None))
-                rows.append((case, f"{preset}: onnxruntime", median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats), diff))
+                rows.append(
+                    (
+                        case,
+                        f"{preset}: torch, default path",
+                        median_ms(lambda m=model, x=pixels: upscale_tensor(m, x), args.repeats),
+                        None,
+                    )
+                )
+                rows.append(
+                    (
+                        case,
+                        f"{preset}: torch, whole frame",
+                        median_ms(lambda m=model, x=pixels: upscale_tensor(m, x, None), args.repeats),
+                        None,
+                    )
+                )
+                rows.append(
+                    (
+                        case,
+                        f"{preset}: onnxruntime",
+                        median_ms(lambda s=session, f=feed: s.run(None, f), args.repeats),
+                        diff,
+                    )
+                )
             print("\n".join(f"{r[0]} | {r[1]} | {r[2]:.1f} ms" for r in rows[-7:]), flush=True)
 
     command = "python scripts/benchmark_onnx.py " + " ".join(argv if argv is not None else sys.argv[1:])

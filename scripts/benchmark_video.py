@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from bench_common import REPO, median_ms, opencv_espcn
+from common import REPO, median_ms, opencv_espcn
 
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.pretrained import load_model, packaged_weights
@@ -59,7 +59,7 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 30) 
 
 
 def timed(fn, repeats: int) -> tuple[float, object]:
-    """Median seconds of `repeats` calls (after one warm-up call, `bench_common.median_ms`), and the last result."""
+    """Median seconds of `repeats` calls (after one warm-up call, `common.median_ms`), and the last result."""
     last = {}
 
     def run() -> None:

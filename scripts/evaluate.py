@@ -13,7 +13,6 @@ bicubic / model / OpenCV ESPCN), each file atomically. The loop and the metrics 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shlex
 import sys
@@ -21,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import DATA_DIR
 
 from espcn_hf.cli import tile_size_type
 from espcn_hf.data import BENCHMARK_SETS, load_benchmark
@@ -37,10 +37,6 @@ from espcn_hf.visualization import save_evaluation_picture
 
 NO_MODEL = "bicubic-only"
 CROP = 96  # HR pixels of the comparison crops
-# The read-only data beside the checkout (or $ESPCN_HF_DATA_DIR): benchmarks/<Set>/ and peers/.
-DATA_DIR = Path(
-    os.environ.get("ESPCN_HF_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data"
-)
 
 
 def model_name(model: str) -> str:

@@ -13,20 +13,16 @@ the limit. `scripts/train_gpu.sh` reads the folder through `ESPCN_HF_DATA_DIR`.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from common import DATA_DIR
 from PIL import Image
 
-from espcn_hf.data import default_data_dir
 from espcn_hf.image_io import is_image_file
-
-# The read-only data beside the checkout (benchmarks/, train/): the scripts name it, the package never guesses it.
-os.environ.setdefault("ESPCN_HF_DATA_DIR", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 LIMIT_BYTES = 64 * 2**20
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--source", type=Path, default=default_data_dir(), help="default: ../shared/data")
+    parser.add_argument("--source", type=Path, default=DATA_DIR, help="default: ../shared/data")
     parser.add_argument("--target", type=Path, default=ROOT / "gpu_data")
     parser.add_argument("--val-sets", nargs="+", default=["Set5", "Set14"])
     args = parser.parse_args(argv)

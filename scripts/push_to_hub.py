@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
+
+from common import DATA_DIR
 
 from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint, render_upload_card
 
 EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
-DATA_DIR = Path(os.environ.get("ESPCN_HF_DATA_DIR") or REPO.parent / "shared" / "data")
 # A Set14 photo where ESPCN's gain over bicubic is plain to see (zebra stripes: about +6 dB on the chosen crop).
 COMPARISON_PHOTO = DATA_DIR / "benchmarks" / "Set14" / "zebra.png"
 

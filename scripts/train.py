@@ -47,6 +47,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from common import DATA_DIR
+
 from espcn_hf.training import RunOptions, TrainingStopped, train
 from espcn_hf.training.checkpoints import CheckpointSaveError
 from espcn_hf.training.config import add_config_arguments, config_from_arguments
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output_dir", default=RunOptions.output_dir, help="checkpoints, best/, final/, metrics, logs"
     )
+    run.add_argument("--data_dir", default=str(DATA_DIR), help="train/ and benchmarks/ (or $ESPCN_HF_DATA_DIR)")
     run.add_argument(
         "--resume_from_checkpoint",
         default=None,

@@ -14,8 +14,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def shared_data_dir() -> Path:
-    """`../shared/data` beside the checkout, or $ESPCN_HF_DATA_DIR."""
-    return Path(os.environ.get("ESPCN_HF_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+    """`../shared/data` beside the checkout, or $ESPCN_HF_DATA_DIR (`espcn_hf.data.default_data_dir`'s rule)."""
+    from espcn_hf.data import default_data_dir
+
+    return default_data_dir(fallback=REPO_ROOT.parent / "shared" / "data")
 
 
 # The package never guesses where data lives (espcn_hf.data.default_data_dir): the tests name ../shared/data.
@@ -47,7 +49,12 @@ def load_script(path: str | Path, name: str | None = None, register: bool = Fals
     module = importlib.util.module_from_spec(spec)
     if register:
         sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    # as `python scripts/<name>.py` does: its own folder first on sys.path while it loads (scripts/common.py)
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
     return module
 
 

@@ -305,3 +305,17 @@ def test_cuda_matches_cpu():
     x, y = torch.rand(2, 3, 40, 40), torch.rand(2, 3, 40, 40)
     assert psnr(x.cuda(), y.cuda(), scale=2) == pytest.approx(psnr(x, y, scale=2), abs=1e-9)
     assert ssim(x.cuda(), y.cuda(), scale=2) == pytest.approx(ssim(x, y, scale=2), abs=1e-9)
+
+
+def test_to_unit_float_is_the_inverse_of_quantize_uint8_on_its_levels():
+    """One uint8 -> float rule (a division, equal to `uint8 / 255` in the target dtype) for tensors and arrays."""
+    from espcn_hf.metrics import quantize_uint8, to_unit_float
+
+    levels = np.arange(256, dtype=np.uint8)
+    for dtype in (np.float32, np.float64):
+        assert np.array_equal(to_unit_float(levels, dtype), levels.astype(dtype) / dtype(255))
+    tensor = torch.from_numpy(levels)
+    assert torch.equal(to_unit_float(tensor), tensor.float() / 255)
+    assert torch.equal(quantize_uint8(to_unit_float(tensor, torch.float64)), tensor)
+    with pytest.raises(TypeError, match="uint8"):
+        to_unit_float(np.zeros(3, dtype=np.float32))

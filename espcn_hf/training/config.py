@@ -338,6 +338,7 @@ class RunOptions:
     tracking and publishing."""
 
     output_dir: str = "runs/espcn"
+    data_dir: str | None = None  # benchmarks/ and train/ (default: espcn_hf.data.default_data_dir())
     resume_from_checkpoint: str | None = None  # "latest" or a checkpoints/step_N folder
     init_from: str | None = None  # copy all convolutions but the last from this model folder
     with_tracking: bool = False  # TensorBoard logs in output_dir

@@ -61,9 +61,12 @@ class TrainingStopped(RuntimeError):
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataGenerator], list[Path]]:
+def get_datasets(
+    config: TrainingConfig, data_dir: Path
+) -> tuple[DataGenerator, dict[str, DataGenerator], list[Path]]:
     """The training DataGenerator, a {name: eval DataGenerator} dict of validation sets, and the training folders
-    (none for a Hub dataset). Tests point this at tiny local data through `train_dirs` / `val_dirs`."""
+    (none for a Hub dataset), from `data_dir` (`train/`, `benchmarks/`) unless `train_dirs` / `val_dirs` name
+    folders. Tests point this at tiny local data through `train_dirs` / `val_dirs`."""
     r = config.upscale_factor
     train_kwargs = {
         "scale": r,
@@ -83,14 +86,14 @@ def get_datasets(config: TrainingConfig) -> tuple[DataGenerator, dict[str, DataG
             **train_kwargs,
         )
     else:
-        folders = training_folders(config.train_dirs)
+        folders = training_folders(config.train_dirs, root=data_dir / "train")
         train = DataGenerator.from_folder(folders, **train_kwargs)
     if len(train) == 0:
         raise ValueError("No training images (check train_dirs / hub_dataset and patch_size)")
     if config.val_dirs:
         val = {Path(d).name: DataGenerator.from_folder(d, scale=r, mode="eval") for d in config.val_dirs}
     else:
-        val = {name: load_benchmark(name, scale=r) for name in config.val_sets}
+        val = {name: load_benchmark(name, root=data_dir / "benchmarks", scale=r) for name in config.val_sets}
     return train, val, folders
 
 
@@ -193,12 +196,12 @@ def command_line(run: RunOptions, num_processes: int) -> str:
     return f"{launcher} scripts/train.py {shlex.join(run.argv)}"
 
 
-def training_record(config: TrainingConfig, state: TrainState, folders: list[Path]) -> dict:
+def training_record(config: TrainingConfig, state: TrainState, folders: list[Path], data_dir: Path) -> dict:
     """The run's record (`training_config.json` of best/ and final/, `run.json`): the config, with the training
     folders resolved (`all` -> the set names) and the command line of every invocation."""
     record = {"commands": list(state.commands), **config.to_dict()}
     if folders:
-        root = default_data_dir() / "train"
+        root = data_dir / "train"
         record["train_dirs"] = [p.name if p.parent == root else str(p) for p in folders]
     return record
 
@@ -245,7 +248,8 @@ def train(config: TrainingConfig, run: RunOptions) -> int:
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         model.to(accelerator.device, memory_format=memory_format)
         ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None  # after the move: same device
-        train_set, val_sets, folders = get_datasets(config)
+        data_dir = Path(run.data_dir) if run.data_dir else default_data_dir()
+        train_set, val_sets, folders = get_datasets(config, data_dir)
         first_val = next(iter(val_sets)).lower()  # its PSNR picks best/
         data_path, data_path_reason = choose_data_path(
             config.data_path, train_set.cache_bytes, accelerator.device
@@ -310,7 +314,7 @@ def train(config: TrainingConfig, run: RunOptions) -> int:
                 )
                 accelerator.print(f"resumed from {path}: step {state.step}, {where}")
         state.commands.append(command_line(run, accelerator.num_processes))
-        record = training_record(config, state, folders)
+        record = training_record(config, state, folders, data_dir)
         baseline = bicubic_baseline(val_sets, accelerator, config.upscale_factor)
         if run.with_tracking:
             flat = {

@@ -1,7 +1,6 @@
-"""What the benchmark scripts share: median timing, the synthetic test frame and the OpenCV ESPCN peer.
+"""What the scripts share: the data folder, median timing, the synthetic test frame and the OpenCV ESPCN peer.
 
-Imported by `scripts/benchmark.py`, `scripts/benchmark_onnx.py` and `scripts/benchmark_video.py` (run as
-`python scripts/<name>.py`, so this folder is on `sys.path`).
+Imported by the scripts in this folder (run as `python scripts/<name>.py`, so this folder is on `sys.path`).
 """
 
 from __future__ import annotations
@@ -14,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from espcn_hf.data import default_data_dir
 from espcn_hf.metrics import quantize_uint8
 
 REPO = Path(__file__).resolve().parents[1]
-# The read-only data beside the checkout: the OpenCV dnn_superres peers live in peers/.
-PEERS = REPO.parent / "shared" / "data" / "peers"
+# The read-only data beside the checkout (benchmarks/, train/, peers/), unless $ESPCN_HF_DATA_DIR names another:
+# `espcn_hf.data.default_data_dir` owns the rule, the scripts name the folder.
+DATA_DIR = default_data_dir(fallback=REPO.parent / "shared" / "data")
+PEERS = DATA_DIR / "peers"
 
 
 def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 2, sync: Callable | None = None) -> float:
