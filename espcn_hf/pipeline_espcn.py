@@ -6,6 +6,10 @@ importing it registers the task with `PIPELINE_REGISTRY`. A saved folder or Hub 
 it under `custom_pipelines` in config.json, so `pipeline("image-super-resolution", model=REPO,
 trust_remote_code=True)` works with only transformers and torch installed.
 
+Large images are run in tiles with the exact tile loop of `image_processing_espcn.run_tiled` (the one
+`espcn_hf.upscale` runs), each tile's output going straight into the output image, so memory is bounded by the
+input, the output image and one tile, never by a whole-image forward (a 9 Mpx input at x3 peaked at 7.4 GB).
+
 This file is copied flat into model folders: it imports only numpy, PIL, torch, transformers and the sibling
 `image_processing_espcn.py` and `modeling_espcn.py`.
 """
@@ -21,8 +25,12 @@ from PIL import Image, UnidentifiedImageError
 from transformers import AutoModelForImageToImage, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .image_processing_espcn import ESPCNImageProcessor
+from .image_processing_espcn import ESPCNImageProcessor, attach_alpha, run_tiled, to_output_image
 from .modeling_espcn import PIPELINE_TASK
+
+# Tile size in input pixels: what `espcn_hf.upscale`'s tile_size="auto" uses on CPU (`inference.AUTO_TILE_SIZE`;
+# this file cannot import it, a test keeps the two equal), so the pipeline's result is upscale()'s.
+TILE_SIZE = 256
 
 
 def _open_image(source, max_pixels: int | None) -> Image.Image:
@@ -45,10 +53,12 @@ def _open_image(source, max_pixels: int | None) -> Image.Image:
 class ImageSuperResolutionPipeline(Pipeline):
     """Super-resolves images (file paths, encoded bytes, PIL images, numpy arrays) with an ESPCN model.
 
-    Returns one PIL image per input. The model runs on the whole image; `max_pixels` (call option, default the
-    image processor's) bounds the input size. Batches (`batch_size=N`) may mix image sizes: each size runs on
-    its own, so every result equals the one-image result. For exact tiled inference of very large images, and
-    bf16, use `espcn_hf.upscale`.
+    Returns one PIL image per input, in its input's kind (grayscale stays grayscale, alpha is kept). The model
+    runs on `TILE_SIZE` x `TILE_SIZE` tiles with the receptive-field radius of context (exact: the result equals
+    the whole-image one up to float rounding, and `espcn_hf.upscale`'s), written straight into the output image,
+    so memory stays bounded for large inputs; `max_pixels` (call option, default the image processor's) bounds
+    the input size. Batches (`batch_size=N`) may mix image sizes: each size runs on its own, so every result
+    equals the one-image result. For other tile sizes, output limits and bf16, use `espcn_hf.upscale`.
     """
 
     _load_processor = False
@@ -80,31 +90,43 @@ class ImageSuperResolutionPipeline(Pipeline):
     def _forward(self, model_inputs):
         batch, kwargs = model_inputs["pixel_values"], model_inputs["postprocess_kwargs"]
         if not isinstance(batch, list):  # batch_size=1: one (1, C, H, W) array
-            return {"reconstruction": self._run(torch.from_numpy(batch)), "postprocess_kwargs": kwargs}
-        # A batch: one forward per distinct size (images of one size are stacked), results in input order.
-        outputs: list[torch.Tensor | None] = [None] * len(batch)
+            (image,) = self._run(torch.from_numpy(batch), kwargs["original_modes"])
+            return {"images": image, "postprocess_kwargs": kwargs}
+        # A batch: one tiled run per distinct size (images of one size are stacked), results in input order.
+        outputs: list[Image.Image | None] = [None] * len(batch)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for index, array in enumerate(batch):
             by_size.setdefault(array.shape, []).append(index)
         for indices in by_size.values():
             stacked = torch.from_numpy(np.concatenate([batch[i] for i in indices]))
-            for i, out in zip(indices, self._run(stacked), strict=True):
-                outputs[i] = out
-        return {"reconstruction": outputs, "postprocess_kwargs": kwargs}
+            modes = [kwargs[i]["original_modes"][0] for i in indices]
+            for i, image in zip(indices, self._run(stacked, modes), strict=True):
+                outputs[i] = image
+        return {"images": outputs, "postprocess_kwargs": kwargs}
 
-    def _run(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        pixel_values = pixel_values.to(self.device)
-        return self.model(pixel_values=pixel_values).reconstruction.float().cpu()
+    def _run(self, pixel_values: torch.Tensor, modes: list[str]) -> list[Image.Image]:
+        """The (N, C, H, W) images upscaled, tile by tile, into N PIL images of `modes` (without alpha)."""
+        config = self.model.config
+        r = config.upscale_factor
+        height, width = pixel_values.shape[-2:]
+        images = [
+            Image.new({"RGBA": "RGB", "LA": "L"}.get(mode, mode), (width * r, height * r)) for mode in modes
+        ]
+
+        def forward(window: torch.Tensor) -> torch.Tensor:
+            return self.model(pixel_values=window).reconstruction.float()
+
+        def paste(top: int, left: int, tiles: torch.Tensor) -> None:
+            for image, mode, tile in zip(images, modes, tiles, strict=True):
+                image.paste(to_output_image(tile, mode), (left, top))
+
+        tile = TILE_SIZE if max(height, width) > TILE_SIZE else None
+        run_tiled(forward, pixel_values.to(self.device), r, tile, config.receptive_field_radius, paste)
+        return images
 
     def postprocess(self, model_outputs):
-        reconstruction = model_outputs["reconstruction"]
-        if reconstruction.ndim == 3:
-            reconstruction = reconstruction[None]
-        return self.image_processor.post_process_super_resolution(
-            reconstruction,
-            upscale_factor=self.model.config.upscale_factor,
-            **model_outputs["postprocess_kwargs"],
-        )[0]
+        alpha = model_outputs["postprocess_kwargs"]["alphas"][0]
+        return attach_alpha(model_outputs["images"], None if alpha is None else Image.fromarray(alpha))
 
 
 def register_pipeline() -> None:
@@ -118,4 +140,4 @@ def register_pipeline() -> None:
         )
 
 
-__all__ = ["ImageSuperResolutionPipeline", "PIPELINE_TASK", "register_pipeline"]
+__all__ = ["ImageSuperResolutionPipeline", "PIPELINE_TASK", "TILE_SIZE", "register_pipeline"]

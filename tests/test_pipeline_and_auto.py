@@ -313,7 +313,47 @@ def test_readme_python_snippets_run(tmp_path, monkeypatch):
     for name, size in (("photo.png", (24, 20)), ("a.png", (24, 20)), ("b.jpg", (13, 9))):
         Image.fromarray(natural_image(size[1], size[0])).save(name)
     # what the Hub repo holds: the packaged x3 model as save_pretrained writes it (code files, custom_pipelines)
-    repo = save_checkpoint(ESPCNForImageSuperResolution.from_pretrained(packaged_weights(3)), tmp_path / "repo")
+    repo = save_checkpoint(
+        ESPCNForImageSuperResolution.from_pretrained(packaged_weights(3)), tmp_path / "repo"
+    )
     for block in blocks[:2]:
         code = block.replace('"espcn-hf/espcn-x3"', repr(str(repo)))
         exec(compile(code, "README.md", "exec"), {})  # noqa: S102 (our own README)
+
+
+def test_the_pipeline_tiles_large_images_like_upscale(tiny_checkpoint):
+    """pipeline("image-super-resolution") ran whole images (a 9 Mpx input peaked at 7.4 GB, 35.9 Mpx did not
+    finish in 500 s; issue "No wrong answers, no lost batches"): it now runs upscale()'s exact tiles, written
+    straight into the output image, and gives upscale()'s result."""
+    from espcn_hf import upscale
+    from espcn_hf.inference import AUTO_TILE_SIZE
+    from espcn_hf.pipeline_espcn import TILE_SIZE
+
+    assert TILE_SIZE == AUTO_TILE_SIZE  # the flat file's copy of the number
+    sr = pipeline("image-super-resolution", model=str(tiny_checkpoint))
+    windows = []
+
+    def record(module, args, kwargs):
+        windows.append(tuple(kwargs.get("pixel_values", args[0] if args else None).shape[-2:]))
+
+    sr.model.register_forward_pre_hook(record, with_kwargs=True)
+    rgb = Image.fromarray(natural_image(300, 280, seed=5))
+    gray_alpha = Image.fromarray(natural_image(270, 290, seed=6)).convert("LA")
+    out = sr(rgb)
+    assert out.size == (840, 900)
+    radius = sr.model.config.receptive_field_radius
+    assert len(windows) == 4 and max(max(w) for w in windows) <= TILE_SIZE + 2 * radius
+    model = sr.model
+    np.testing.assert_array_equal(
+        np.asarray(out), np.asarray(upscale(rgb, model, memory_format="contiguous"))
+    )
+    with torch.no_grad():  # and the whole-image forward, up to a rounding tie
+        whole = ESPCNImageProcessor().post_process_super_resolution(
+            model(ESPCNImageProcessor()(rgb)["pixel_values"])
+        )
+    assert np.abs(np.asarray(out).astype(int) - np.asarray(whole[0]).astype(int)).max() <= 1
+    # a batch stacks the two RGB images (one forward of two: the convolution may round differently)
+    for got, image in zip(sr([rgb, gray_alpha, rgb], batch_size=3), [rgb, gray_alpha, rgb], strict=True):
+        want = upscale(image, model, memory_format="contiguous")
+        assert got.mode == want.mode and got.size == want.size
+        assert np.abs(np.asarray(got).astype(int) - np.asarray(want).astype(int)).max() <= 1
