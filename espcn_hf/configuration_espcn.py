@@ -120,9 +120,6 @@ class ESPCNConfig(PreTrainedConfig):
         self.output_initializer_range = output_initializer_range
         self.preset = preset
         self.validate_espcn()
-        # The training loss is a setting of the trainer, not of the model; config.json files written before it
-        # moved out may still hold one, and it is dropped here (re-saving removes it).
-        kwargs.pop("loss", None)
         super().__init__(**kwargs)
 
     def validate_espcn(self) -> None:

@@ -31,7 +31,6 @@ as is).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,14 +42,10 @@ from .modeling_espcn import rgb_to_ycbcr, ycbcr_to_rgb
 __all__ = [
     "PSNRSSIM",
     "mod_crop",
-    "psnr",
-    "psnr_per_image",
     "psnr_ssim",
     "quantize_uint8",
     "rgb_to_y",
     "rgb_to_ycbcr",
-    "ssim",
-    "ssim_per_image",
     "to_uint8_levels",
     "ycbcr_to_rgb",
 ]
@@ -324,34 +319,3 @@ def psnr_ssim(
     mse = ((sr_t - hr_t) ** 2).mean(dim=(1, 2, 3))
     psnr_values = 10.0 * torch.log10(_MAX_VALUE**2 / mse)  # mse == 0 -> +inf
     return PSNRSSIM(psnr_values, _ssim_levels(sr_t, hr_t) if with_ssim else None)
-
-
-def _mean(values: torch.Tensor) -> float:
-    return math.fsum(float(v) for v in values.cpu()) / len(values)
-
-
-def psnr_per_image(
-    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
-) -> list[float]:
-    """PSNR in dB of each image of the batch (see :func:`psnr_ssim`)."""
-    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border, with_ssim=False)
-    return [float(v) for v in scores.psnr.cpu()]
-
-
-def psnr(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
-    """Mean PSNR (dB) over the batch (see :func:`psnr_ssim`); ``inf`` if any pair is identical."""
-    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border, with_ssim=False)
-    return _mean(scores.psnr)
-
-
-def ssim_per_image(
-    sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None
-) -> list[float]:
-    """SSIM of each image of the batch (see :func:`psnr_ssim`)."""
-    scores = psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border)
-    return [float(v) for v in scores.ssim.cpu()]
-
-
-def ssim(sr: Any, hr: Any, scale: int, y_channel: bool = True, crop_border: int | None = None) -> float:
-    """Mean SSIM (Wang et al. 2004) over the batch (see :func:`psnr_ssim`)."""
-    return _mean(psnr_ssim(sr, hr, scale, y_channel=y_channel, crop_border=crop_border).ssim)

@@ -58,6 +58,34 @@ def load_script(path: str | Path, name: str | None = None, register: bool = Fals
     return module
 
 
+def psnr_per_image(sr, hr, scale: int, **kwargs) -> list[float]:
+    """PSNR-Y (dB) of each image, from the protocol's one function `espcn_hf.metrics.psnr_ssim`."""
+    from espcn_hf.metrics import psnr_ssim
+
+    return [float(v) for v in psnr_ssim(sr, hr, scale, with_ssim=False, **kwargs).psnr.cpu()]
+
+
+def ssim_per_image(sr, hr, scale: int, **kwargs) -> list[float]:
+    from espcn_hf.metrics import psnr_ssim
+
+    return [float(v) for v in psnr_ssim(sr, hr, scale, **kwargs).ssim.cpu()]
+
+
+def psnr(sr, hr, scale: int, **kwargs) -> float:
+    """Mean PSNR over a batch (``inf`` if any pair is identical)."""
+    import math
+
+    values = psnr_per_image(sr, hr, scale, **kwargs)
+    return math.fsum(values) / len(values)
+
+
+def ssim(sr, hr, scale: int, **kwargs) -> float:
+    import math
+
+    values = ssim_per_image(sr, hr, scale, **kwargs)
+    return math.fsum(values) / len(values)
+
+
 def tiny_config(upscale_factor: int = 3, **kwargs):
     from espcn_hf import ESPCNConfig
 

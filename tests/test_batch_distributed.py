@@ -136,6 +136,7 @@ def launch(script: Path, files, outputs, checkpoint, delay: float, report_dir: P
     return subprocess.Popen(command, cwd=ROOT, env=env, **popen)
 
 
+@pytest.mark.slow
 def test_two_processes_split_the_files_and_resume_after_sigkill(folder, tiny_checkpoint, tmp_path):
     files, outputs = folder
     script = tmp_path / "job.py"

@@ -201,6 +201,7 @@ def test_help_imports_neither_torch_nor_transformers():
     assert "upscale" in result.stdout and "export" in result.stdout
 
 
+@pytest.mark.slow
 def test_import_registers_with_transformers_for_packaged_folders():
     """`import espcn_hf` alone makes AutoModel and pipeline("image-super-resolution") load a packaged folder
     without trust_remote_code (they asked "run the custom code? [y/N]" when registration waited for a name)."""
@@ -231,6 +232,7 @@ def test_bad_arguments_exit_2(images, tmp_path, capsys):
     assert "--tile: takes 'auto'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_runs(images, tiny_checkpoint, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "espcn_hf.cli", "upscale", str(images / "img2.png"), "-o", str(tmp_path / "x.png"),

@@ -70,17 +70,6 @@ def test_bad_value_in_a_saved_config_fails_on_load(tmp_path):
         ESPCNConfig.from_pretrained(tmp_path)
 
 
-def test_old_config_with_a_training_loss_still_loads_and_drops_it(tmp_path):
-    ESPCNConfig().save_pretrained(tmp_path)
-    data = json.loads((tmp_path / "config.json").read_text())
-    data["loss"] = "l1"  # what config.json files held before the loss moved to the trainer
-    (tmp_path / "config.json").write_text(json.dumps(data))
-    config = ESPCNConfig.from_pretrained(tmp_path)
-    assert not hasattr(config, "loss")
-    config.save_pretrained(tmp_path / "again")
-    assert "loss" not in json.loads((tmp_path / "again" / "config.json").read_text())
-
-
 def test_config_is_a_transformers_5_pretrained_config():
     from transformers import PreTrainedConfig
 

@@ -192,6 +192,7 @@ def test_dry_run_folder_loads_in_process(dry_run, checkpoint):
     assert isinstance(AutoImageProcessor.from_pretrained(folder), ESPCNImageProcessor)
 
 
+@pytest.mark.slow
 def test_card_snippets_run_by_repo_id_offline_without_espcn_hf(dry_run, checkpoint, tmp_path):
     """The card's transformers snippets and the one the Hub generates from `pipeline_tag` run as a visitor would
     copy them: by repo id (from the Hub cache, offline), in a process where espcn_hf cannot be imported."""

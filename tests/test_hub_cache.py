@@ -123,6 +123,7 @@ WITH_PACKAGE = """
 """
 
 
+@pytest.mark.slow
 def test_repo_id_offline_with_the_package(hub):
     result = _run(WITH_PACKAGE, hub, REPO_ID, str(hub["image"]), str(hub["root"] / "expected.npy"))
     assert "WITH_PACKAGE_OK" in result.stdout
@@ -175,11 +176,13 @@ WITHOUT_PACKAGE = """
 """
 
 
+@pytest.mark.slow
 def test_repo_id_offline_without_the_package(hub):
     result = _run(WITHOUT_PACKAGE, hub, REPO_ID, str(hub["image"]), str(hub["root"] / "expected.npy"))
     assert "WITHOUT_PACKAGE_OK" in result.stdout
 
 
+@pytest.mark.slow
 def test_cli_model_repo_id_offline(hub):
     out = hub["root"] / "cli_out.png"
     result = subprocess.run(

@@ -11,20 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import psnr, psnr_per_image, ssim, ssim_per_image
 from PIL import Image
 
 from espcn_hf import metrics
 from espcn_hf.degradation import bicubic_degrade, imresize, mod_crop, quantize
 from espcn_hf.metrics import (
     Y_WEIGHTS,
-    psnr,
-    psnr_per_image,
     psnr_ssim,
     quantize_uint8,
     rgb_to_y,
     rgb_to_ycbcr,
-    ssim,
-    ssim_per_image,
     to_uint8_levels,
     ycbcr_to_rgb,
 )

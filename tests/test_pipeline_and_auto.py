@@ -160,6 +160,7 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trust_remote_code_without_the_package(tmp_path):
     """Saved folders of both presets and the Hub upload folders of the packaged models load with AutoModel,
     AutoModelForImageToImage, AutoImageProcessor and pipeline("image-to-image", trust_remote_code=True) where
@@ -228,6 +229,7 @@ def test_pipeline_gives_each_image_back_in_its_own_mode(tiny_checkpoint):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
+@pytest.mark.slow
 def test_import_registers_and_configs_do_not_depend_on_it():
     """`import espcn_hf` registers "espcn" with transformers (nothing waits for a first name), and a config
     parses the same whatever was imported before: no process-wide switch changes what it keeps."""

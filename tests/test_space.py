@@ -226,6 +226,7 @@ def test_upload_over_the_file_size_limit_is_refused(app, tmp_path):
         app.super_resolve(str(big), 3, False)
 
 
+@pytest.mark.slow
 def test_big_image_is_accepted_after_downscale_first(app, tmp_path):
     path = _png(tmp_path, _photo(1200, 840))  # 1.008 Mpx: refused as is, 400x280 after x3 downscaling
     with pytest.raises(gr.Error, match="Crop it"):
@@ -699,6 +700,7 @@ def _rehearsal_module():
     return load_script("scripts/rehearse_space.py", "rehearse_space")
 
 
+@pytest.mark.slow
 def test_space_upload_starts_offline_on_the_hub_cache_with_its_default_repo_ids(tmp_path):
     """The Space folder as uploaded (app.py, README, requirements, examples, espcn_hf/ beside app.py) started with
     `python app.py` and HF_HUB_OFFLINE=1 serves espcn-hf/espcn-x2/x3/x4 from a Hub cache holding their push folders
@@ -836,7 +838,8 @@ def test_video_tab_through_gradio_client(server, tmp_path):
 def test_video_tab_has_an_example_clip_made_from_a_photo_of_the_repo(app, tmp_path):
     """space/examples/bsd100_3096_pan.mp4: made by space/examples/make_examples.py from bsd100_3096.png (every
     frame a crop of the photo), small, stated in the Space README, shown as the video tab's example, upscaled."""
-    from espcn_hf.metrics import psnr
+    from conftest import psnr
+
     from espcn_hf.video import probe_video
 
     ((name, scale, label),) = app.VIDEO_EXAMPLES

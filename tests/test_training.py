@@ -99,9 +99,10 @@ def _subprocess_env() -> dict:
 
 def _single_process_psnr(folder: Path, val_dir: Path) -> float:
     """Set PSNR of a saved model, computed here in one process without accelerate."""
+    from conftest import psnr_per_image
+
     from espcn_hf.data import DataGenerator
     from espcn_hf.inference import upscale_tensor
-    from espcn_hf.metrics import psnr_per_image
 
     model = ESPCNForImageSuperResolution.from_pretrained(folder).eval()
     dataset = DataGenerator.from_folder(val_dir, scale=model.config.upscale_factor, mode="eval")
@@ -362,6 +363,7 @@ def test_smoke_run_one_process(tmp_path, data_dirs, capsys):
     assert "minutes until val_psnr passes bicubic + 2 dB" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_two_processes_ddp_on_cpu(tmp_path, data_dirs):
     """`accelerate launch --multi_gpu --num_processes 2` runs real DDP over gloo on a machine without GPU."""
     out = tmp_path / "ddp"
@@ -384,6 +386,7 @@ def test_two_processes_ddp_on_cpu(tmp_path, data_dirs):
     assert _single_process_psnr(out / "final", data_dirs[1]) == pytest.approx(final["val_psnr"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted_run(tmp_path, data_dirs):
     steps = ["--max_steps", "300", "--eval_steps", "100", "--set", "batch_size=16", "--set", "patch_size=12"]
     steps += ["--set", "patches_per_image=8"]
@@ -564,6 +567,7 @@ def test_data_path_choice_and_every_training_set(tmp_path, monkeypatch):
             )
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_and_accumulation_on_the_device_path(tmp_path, data_dirs):
     """The GPU presets' settings (bf16 autocast through accelerate, channels-last memory) with gradient
     accumulation, on CPU tensors: each optimizer step takes two device-path batches."""

@@ -54,6 +54,7 @@ def test_wheel_holds_the_packaged_models(wheel):
     assert "espcn_hf_cli/__init__.py" in names  # the console script's front door
 
 
+@pytest.mark.slow
 def test_installed_wheel_upscales_offline_outside_the_checkout(wheel, tmp_path):
     target = tmp_path / "site"
     install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target)]
