@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Issue 12's GPU figures in one short device call (about 1.5 minutes on 2026-11-26; 3 at most), after scripts/train_gpu.sh on the same warm
-# machine. The GPU image has no PyAV, so it travels as a wheel in the git-ignored folder .whl/:
+# Inference and video speed on a GPU, in one short command (about 1.5 minutes on 2026-11-26; 3 at most), on the
+# machine that ran scripts/train_gpu.sh (DEVELOPERS.md, "Training on a GPU"). That machine's image has no PyAV, so
+# copy its wheel in the git-ignored folder .whl/ along with the checkout; download it here with:
 #     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #         --platform manylinux_2_28_x86_64 -d .whl av==18.1.0
-#     run(command="bash scripts/bench_gpu.sh", carry=[".whl"], timeout_s=240)   # whatever the slot has left
-# What comes back, in $OUT: auto/speed_cuda.{md,json} (scripts/benchmark.py, the default tile_size='auto'),
-# whole/speed_cuda.{md,json} (--tile none: the whole-frame model time), speed_video_cuda.md
-# (scripts/benchmark_video.py --device cuda --frames 48 --repeats 2: longer than the default 24-frame clip, on
-# which libx264 medium managed only 13.8 fps at 1080p on the 16-core GPU machine), bench.log. Copy them into benchmarks/ here (speed_cuda.*, speed_cuda_whole_frame.*, speed_video_cuda.md)
-# and run python scripts/summarize_results.py --write-readme.
+# Then, on the machine with the GPU, from the checkout's root: bash scripts/bench_gpu.sh
+# What it writes into $OUT (default runs/bench-gpu-out): auto/speed_cuda.{md,json} (scripts/benchmark.py, the
+# default tile_size='auto'), whole/speed_cuda.{md,json} (--tile none: the whole-frame model time),
+# speed_video_cuda.md (scripts/benchmark_video.py --device cuda --frames 48 --repeats 2: longer than the default
+# 24-frame clip, on which libx264 medium managed only 13.8 fps at 1080p on a 16-core GPU machine), bench.log. Copy
+# them back into benchmarks/ (speed_cuda.*, speed_cuda_whole_frame.*, speed_video_cuda.md) and run
+# python scripts/summarize_results.py --write-readme.
 # DEVICE=cpu runs the same path on a CPU with tiny settings (a check of the script, not a benchmark).
 set -uo pipefail
 cd "$(dirname "$0")/.."

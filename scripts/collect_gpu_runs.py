@@ -1,6 +1,6 @@
-"""Bring the results of a `scripts/train_gpu.sh` slot into the checkout (run here, after the `run` call).
+"""Bring the results of `scripts/train_gpu.sh` on a GPU machine into the checkout (DEVELOPERS.md).
 
-    python scripts/collect_gpu_runs.py /work/.device/<files_at>      # the folder the tool copied $OUT into
+    python scripts/collect_gpu_runs.py runs/gpu-slot-out      # the $OUT folder of train_gpu.sh, copied back here
 
 - unpacks `runs.tar.gz` into `runs/gpu-slot/` (git-ignored): each `<name>/best/` is a `save_pretrained` folder;
 - copies each run's `metrics.jsonl` and `run.json` to `benchmarks/runs/<name>/` (committed: the GPU evidence),
@@ -23,12 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("files_at", type=Path, help="the folder holding runs.tar.gz, timing.txt, ...")
+    parser.add_argument("folder", type=Path, help="the folder holding runs.tar.gz, timing.txt, ...")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "gpu-slot")
     parser.add_argument("--benchmarks", type=Path, default=ROOT / "benchmarks")
     args = parser.parse_args(argv)
 
-    archive = args.files_at / "runs.tar.gz"
+    archive = args.folder / "runs.tar.gz"
     if not archive.is_file():
         parser.error(f"{archive}: not found")
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     with tarfile.open(archive) as tar:
         tar.extractall(args.runs, filter="data")  # "data": no absolute paths, links out, devices
     for name in ("data_throughput_cuda.json", "data_throughput_cuda.md"):
-        if (args.files_at / name).is_file():
-            shutil.copyfile(args.files_at / name, args.benchmarks / name)
+        if (args.folder / name).is_file():
+            shutil.copyfile(args.folder / name, args.benchmarks / name)
             print(f"benchmarks/{name}")
     target_root = args.benchmarks / "runs"
     target_root.mkdir(parents=True, exist_ok=True)
-    if (args.files_at / "timing.txt").is_file():
-        shutil.copyfile(args.files_at / "timing.txt", target_root / "gpu_slot_timing.txt")
+    if (args.folder / "timing.txt").is_file():
+        shutil.copyfile(args.folder / "timing.txt", target_root / "gpu_slot_timing.txt")
     for run in sorted(p for p in args.runs.iterdir() if (p / "metrics.jsonl").is_file()):
         target = target_root / run.name
         target.mkdir(exist_ok=True)

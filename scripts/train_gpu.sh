@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
-# Train every shipped model on ONE GPU within one command of a GPU slot (at most 10 minutes), and pack the
-# results into at most 8 files under $OUT.
+# Train every shipped model on ONE GPU within one command of at most 10 minutes, and pack the results into at
+# most 8 files in the folder $OUT. The procedure (DEVELOPERS.md, "Training on a GPU"):
 #
-# 1. HERE, once (the GPU machine has no ../shared): copy the images into the git-ignored folder gpu_data/
-#        python scripts/prepare_gpu_data.py          # every train set + Set5 + Set14, about 43 MiB (< 64 MiB)
-# 2. The device tool's `run` call (from this checkout; about 8.5 minutes + 1.5 minutes of start-up):
-#        run(command="bash scripts/train_gpu.sh", carry=["gpu_data"], timeout_s=600)
-#    What comes back, in $OUT (files_at):
+# 1. Here, once (the GPU machine cannot read ../shared): copy the images into the git-ignored folder gpu_data/
+#        python scripts/prepare_gpu_data.py          # every train set + Set5 + Set14, about 43 MiB
+# 2. On a machine with a GPU: copy this checkout with gpu_data/ and run, from its root (about 8.5 minutes):
+#        bash scripts/train_gpu.sh
+#    What it writes into $OUT (default runs/gpu-slot-out):
 #        runs.tar.gz    runs/<name>/{best/,metrics.jsonl,run.json,log.txt} of espcn-x3-gpu, espcn-x2-gpu,
 #                       espcn-x4-gpu, espcn-x3-ft-gpu (or espcn-paper-x3-gpu with PAPER=1; best/ is a save_pretrained folder)
 #        data_throughput_cuda.json / .md   scripts/benchmark_data.py --device cuda (device path vs DataLoader)
 #        timing.txt     when each phase started and ended, versions, exit codes
 #        summary.txt    the last line of each training log (best Set5 PSNR, steps, minutes)
-# 3. HERE, afterwards: python scripts/collect_gpu_runs.py <files_at>   (unpacks into runs/gpu-slot/, copies
-#    each metrics.jsonl + run.json to benchmarks/runs/<name>/ and data_throughput_cuda.* to benchmarks/, prints
-#    the best scores); then ship each best/ folder, re-evaluate with scripts/evaluate.py, commit the evidence.
+# 3. Here, afterwards: copy that folder back, then python scripts/collect_gpu_runs.py <that folder> (unpacks into
+#    runs/gpu-slot/, copies each metrics.jsonl + run.json to benchmarks/runs/<name>/ and data_throughput_cuda.* to
+#    benchmarks/, prints the best scores); then ship each best/ that wins (DEVELOPERS.md, "Shipping a model").
 #
 # Schedule on the GPU (minutes of training time; start-up, evaluations and saving come on top):
 #   0. benchmark_data.py --device cuda                          ~0.5 min
@@ -24,11 +24,8 @@
 #   that the whole command ends within SLOT_S=570 s; results are packed after each phase, so a cut-off
 #   second phase still returns the x3 run.
 #
-#    A slot has 15 minutes of device time in all, so there is room for ONE full run plus, before it, an optional
-#    2-minute smoke test of the CUDA path on the same warm machine (the second call must follow within the
-#    machine's 30 s warm window):
-#        run(command="SMOKE=1 bash scripts/train_gpu.sh", carry=["gpu_data"], timeout_s=240)
-#        run(command="bash scripts/train_gpu.sh", carry=["gpu_data"], timeout_s=600)
+#   SMOKE=1 runs the real CUDA path in about 2 minutes (tiny budgets, 60 training images), before the full run
+#   when the GPU time allows both.
 #
 # Dry run on a CPU (tiny budgets, tiny batches, same code path end to end, bf16 autocast on CPU):
 #   DRY_RUN=1 OUT=/tmp/gpu-dry bash scripts/train_gpu.sh
@@ -42,7 +39,7 @@ OUT=${OUT:-runs/gpu-slot-out}
 RUNS=${RUNS:-runs/gpu-slot}
 PYTHON=${PYTHON:-python3}
 DRY_RUN=${DRY_RUN:-0}
-SLOT_S=${SLOT_S:-570}  # this command's own deadline (the tool kills it at 600 s)
+SLOT_S=${SLOT_S:-570}  # this command's own deadline (commands are cut at 600 s there)
 if [ "$DRY_RUN" = 1 ]; then
     MIN_X3=${MIN_X3:-0.1}
     MIN_B=${MIN_B:-0.08}

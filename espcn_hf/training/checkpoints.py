@@ -43,7 +43,7 @@ class TrainState:
     DataLoader path: `batch_in_epoch` counts the batches this process has consumed in `epoch`; resuming skips
     that many with `accelerator.skip_first_batches`. Device path: `data_step` is the index of the next batch
     of the `DevicePatchSampler` (a pure function of seed and index). `seconds` is training wall-clock time
-    summed over all sessions.
+    summed over every start of the run (the first and each resume).
     """
 
     step: int = 0
