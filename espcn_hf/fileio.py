@@ -8,8 +8,8 @@ an earlier good output. The temporary name starts with `.` and ends with `.parti
 CLI's input collection) can skip it; it is short whatever the target's name (the start of the stem, a hash of the
 whole name, a random part and the extension), so any name the file system takes can be written this way. A
 process killed mid-write (SIGKILL, power loss) leaves at worst such a hidden leftover beside the target, never a
-damaged target; leftovers are not swept automatically (another process may be writing the same target), so
-delete `.*.partial` files by hand when no job is running.
+damaged target. The next write of the same target removes such leftovers (`remove_stale_partials`): each writer
+holds a lock on its temporary file while it writes, so only files that no live process is writing are removed.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +29,16 @@ PARTIAL_SUFFIX = ".partial"
 # suffix it stays under 80 bytes, far below the 255 that file systems allow for one name.
 _STEM_BYTES = 24
 _EXTENSION_BYTES = 16
+# A temporary file that no writer holds a lock on is a leftover once it has not changed for this long: the age
+# only covers the instant between creating a file and locking it. Where files cannot be locked (no fcntl, or a
+# file system that refuses locks) the age alone decides, and then it must be much longer.
+STALE_PARTIAL_SECONDS = 5.0
+STALE_PARTIAL_SECONDS_WITHOUT_LOCKS = 3600.0
+
+try:  # advisory locks (POSIX); elsewhere the age rule alone decides what is stale
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 
 def is_partial_file(path: str | os.PathLike) -> bool:
@@ -86,6 +98,8 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
     short whatever the target's (`_temporary_name_parts`), so a target name at the file system's limit works.
     On any exception the temporary file is removed and `target` is left as it was. The final file has the mode a
     plain `open()` gives (`plain_file_mode`), or that of the file it replaces, whatever mode the writer left.
+    The temporary file is locked while it is written, and temporary files that killed writes of the same target
+    left behind are removed first (`remove_stale_partials`).
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")
@@ -94,10 +108,13 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         mode = target.stat().st_mode & 0o7777  # open() on an existing file keeps its mode
     except OSError:
         mode = plain_file_mode()
+    remove_stale_partials(target)
     fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=tmp_suffix, dir=folder)
     tmp = Path(tmp_name)
     try:  # from here on, any exception (also a SIGINT while the mode is set) removes the temporary file
-        os.close(fd)
+        if not _lock(fd):  # the open descriptor holds the lock until the end (closed in `finally`)
+            os.close(fd)
+            fd = None
         yield tmp
         # The mode is set after the writer: mkstemp makes the file 0600, and a writer may replace it with a file of
         # its own (safetensors' `save_file` writes a 0600 temporary file and renames it over the path it is given).
@@ -110,7 +127,103 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        if fd is not None:
+            os.close(fd)
     fsync_dir(folder)
+
+
+def _lock(fd: int) -> bool:
+    """Take an exclusive advisory lock on the open file `fd` (held until it is closed, or the process ends
+    however it ends); False where files cannot be locked."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _is_locked(path: Path) -> bool | None:
+    """True when a process holds `_lock` on `path`, False when none does, None when it cannot be told."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:  # the file system refuses locks
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock taken just now
+    return False
+
+
+def _is_partial_of(path: Path, target: Path) -> bool:
+    """True for a temporary file `atomic_path` made for `target`: `is_partial_file`, named with the prefix of
+    this target (`_temporary_name_parts`), or with the longer names of earlier versions (`.<stem>.<8 random
+    characters><extension>.partial`)."""
+    if not is_partial_file(path):
+        return False
+    name = path.name
+    if name.startswith(_temporary_name_parts(target)[0]):
+        return True
+    earlier = (
+        rf"\.{re.escape(target.stem)}\.[a-z0-9_]{{8}}{re.escape(target.suffix)}{re.escape(PARTIAL_SUFFIX)}"
+    )
+    return re.fullmatch(earlier, name) is not None
+
+
+def remove_stale_partials(target: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that earlier writes of `target` left beside it (a process killed mid-write:
+    SIGKILL, power loss) and return them. `atomic_path` calls it before each write, so a leftover lasts only
+    until the next write of its target.
+
+    A file is removed only when all of this holds:
+
+    - it is ours and belongs to `target`: `is_partial_file`, and named as `atomic_path` names the temporary files
+      of this very target (the start of its stem and a hash of its whole name; earlier versions' names too).
+      Temporary files of other targets and every other file in the folder are never touched;
+    - no live writer is using it: every writer holds an exclusive lock (`flock`) on its temporary file until it
+      is renamed, and the system releases the lock when the process ends, however it ends. A locked file belongs
+      to a write in progress (in this process or another) and is kept;
+    - it has not been modified for `STALE_PARTIAL_SECONDS` (the instant between creating a file and locking it).
+      Where locks cannot be told (no `fcntl`, a file system without locks) only files unmodified for
+      `STALE_PARTIAL_SECONDS_WITHOUT_LOCKS` are removed.
+
+    A writer that replaces its temporary file with a file of its own (safetensors' `save_file` renames over the
+    path it is given) holds no lock on the new file; a concurrent write of the same target may then remove it,
+    and that write fails with an error (the target itself is never damaged). Files that cannot be examined or
+    removed are left as they are.
+    """
+    target = Path(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    removed = []
+    try:
+        candidates = [entry for entry in folder.iterdir() if _is_partial_of(entry, target)]
+    except OSError:
+        return removed
+    now = time.time()
+    for path in candidates:
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if not path.is_file() or path.is_symlink():
+            continue
+        locked = _is_locked(path)
+        age = now - info.st_mtime
+        if locked or age < (STALE_PARTIAL_SECONDS_WITHOUT_LOCKS if locked is None else STALE_PARTIAL_SECONDS):
+            continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def replace_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> Path:
@@ -196,5 +309,6 @@ __all__ = [
     "fsync_dir",
     "is_partial_file",
     "plain_file_mode",
+    "remove_stale_partials",
     "replace_dir",
 ]

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
+from espcn_hf import fileio as fileio_module
 from espcn_hf.fileio import (
     atomic_path,
     atomic_save,
@@ -153,3 +155,101 @@ def test_temporary_names_of_different_targets_differ_even_with_a_common_start(tm
         atomic_save(tmp_path / f"{'x' * 60}{i}.png", lambda p: (names.append(p.name), p.write_bytes(b"x")))
     prefixes = [name.rsplit(".", 3)[0] for name in names]  # without the random part and the suffix
     assert prefixes[0] != prefixes[1]
+
+
+# fileio alone in a child process (it needs nothing but the standard library; the package would import torch)
+_LOAD_FILEIO = (
+    "import importlib.util, sys\n"
+    f"spec = importlib.util.spec_from_file_location('fileio', {fileio_module.__file__!r})\n"
+    "fileio = importlib.util.module_from_spec(spec)\n"
+    "spec.loader.exec_module(fileio)\n"
+)
+
+
+def _make_leftover(target: Path, age: float, name: str | None = None) -> Path:
+    """A temporary file as a killed write of `target` leaves it: named by `atomic_path`, unlocked, `age` s old."""
+    from espcn_hf.fileio import _temporary_name_parts
+
+    prefix, suffix = _temporary_name_parts(target)
+    leftover = target.parent / (name or f"{prefix}k1ll3d_x{suffix}")
+    leftover.write_bytes(b"half an output")
+    stamp = time.time() - age
+    os.utime(leftover, (stamp, stamp))
+    return leftover
+
+
+def test_leftovers_of_a_killed_write_are_removed_at_the_next_write_of_that_target_only(tmp_path):
+    """A SIGKILL mid-write leaves a hidden .partial file (up to 356 MB beside one video); they were never removed
+    (issue "No wrong answers, no lost batches"). The next write of the same output removes them, and nothing else."""
+    target, other = tmp_path / "clip_x3.mp4", tmp_path / "clip_x3.mkv"
+    ours = _make_leftover(target, age=60)
+    earlier_name = _make_leftover(target, age=60, name=".clip_x3.a1b2c3d4.mp4.partial")  # before short names
+    of_other_target = _make_leftover(other, age=60)
+    of_a_longer_name = _make_leftover(tmp_path / "clip_x3_v2.mp4", age=60)
+    fresh = _make_leftover(target, age=0, name=ours.name.replace("k1ll3d_x", "fr3sh000"))  # being created now
+    unrelated = tmp_path / ".clip_x3.mp4.notes"  # hidden, but not a temporary file of ours
+    unrelated.write_text("keep")
+    atomic_write_text(target, "new output")
+    assert target.read_text() == "new output"
+    assert not ours.exists() and not earlier_name.exists()
+    assert of_other_target.exists() and of_a_longer_name.exists() and fresh.exists() and unrelated.exists()
+
+
+def test_a_temporary_file_a_live_writer_holds_is_never_removed(tmp_path):
+    """However old its modification time, the temporary file of a write in progress is kept: the writer holds a
+    lock on it, seen from this process and from another one."""
+    import subprocess
+    import sys
+
+    from espcn_hf.fileio import remove_stale_partials
+
+    target = tmp_path / "big.png"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"being written")
+        os.utime(tmp, (time.time() - 7200, time.time() - 7200))  # a slow writer: no write for two hours
+        assert remove_stale_partials(target) == []
+        script = f"{_LOAD_FILEIO}print(len(fileio.remove_stale_partials(sys.argv[1])))"
+        other = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True)
+        assert other.stdout.strip() == "0", other.stderr
+        assert tmp.exists()
+    assert target.read_bytes() == b"being written" and _leftovers(tmp_path) == []
+
+
+def test_a_write_killed_with_sigkill_leaves_a_leftover_that_the_rerun_removes(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+
+    import espcn_hf.fileio as fileio
+
+    target = tmp_path / "out.json"
+    script = (
+        f"{_LOAD_FILEIO}import time\n"
+        "with fileio.atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half'); print('writing', flush=True); time.sleep(60)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "writing"
+        assert fileio.remove_stale_partials(target) == []  # alive: locked
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (leftover,) = _leftovers(tmp_path)
+    monkeypatch.setattr(fileio, "STALE_PARTIAL_SECONDS", 0.0)  # the rerun comes at once, not 5 s later
+    atomic_write_text(target, "complete")
+    assert target.read_text() == "complete" and not leftover.exists() and _leftovers(tmp_path) == []
+
+
+def test_without_locks_only_old_leftovers_are_removed(tmp_path, monkeypatch):
+    import espcn_hf.fileio as fileio
+
+    monkeypatch.setattr(fileio, "fcntl", None)
+    target = tmp_path / "out.png"
+    recent = _make_leftover(target, age=600)
+    old_name = recent.name.replace("k1ll3d_x", "0ld00000")
+    old = _make_leftover(target, age=2 * fileio.STALE_PARTIAL_SECONDS_WITHOUT_LOCKS, name=old_name)
+    atomic_write_text(target, "x")
+    assert recent.exists() and not old.exists()
