@@ -21,10 +21,11 @@ script prints and that model_card.md is what it renders now.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
+
+from push_to_hub import default_card  # a sibling script (scripts/ is on sys.path when one runs)
 
 from espcn_hf.evaluation import EvalReport, format_scores
 from espcn_hf.fileio import atomic_write_text
@@ -302,11 +303,7 @@ def model_card() -> str:
     """The text of model_card.md: the Hub card of the default model (see the module docstring)."""
     from espcn_hf.pretrained import DEFAULT_SCALE, HUB_REPO_IDS, packaged_weights
 
-    # scripts/ is no package: load the sibling script by its path
-    spec = importlib.util.spec_from_file_location("push_to_hub", Path(__file__).with_name("push_to_hub.py"))
-    push = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(push)
-    return push.default_card(packaged_weights(DEFAULT_SCALE), HUB_REPO_IDS[DEFAULT_SCALE])
+    return default_card(packaged_weights(DEFAULT_SCALE), HUB_REPO_IDS[DEFAULT_SCALE])
 
 
 def replace_section(readme: str, section: str) -> str:
