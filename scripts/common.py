@@ -17,9 +17,15 @@ from espcn_hf.data import default_data_dir
 from espcn_hf.metrics import quantize_uint8
 
 REPO = Path(__file__).resolve().parents[1]
-# The read-only data beside the checkout (benchmarks/, train/, peers/), unless $ESPCN_HF_DATA_DIR names another:
-# `espcn_hf.data.default_data_dir` owns the rule, the scripts name the folder.
-DATA_DIR = default_data_dir(fallback=REPO.parent / "shared" / "data")
+
+
+def data_dir() -> Path:
+    """The read-only data beside the checkout (benchmarks/, train/, peers/), unless $ESPCN_HF_DATA_DIR names
+    another: `espcn_hf.data.default_data_dir` owns the rule, the scripts name the folder."""
+    return default_data_dir(fallback=REPO.parent / "shared" / "data")
+
+
+DATA_DIR = data_dir()
 PEERS = DATA_DIR / "peers"
 
 

@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from common import DATA_DIR
+from common import data_dir
 
 from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint, render_upload_card
 
@@ -29,7 +29,7 @@ EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
 # A Set14 photo where ESPCN's gain over bicubic is plain to see (zebra stripes: about +6 dB on the chosen crop).
-COMPARISON_PHOTO = DATA_DIR / "benchmarks" / "Set14" / "zebra.png"
+COMPARISON_PHOTO = Path("benchmarks") / "Set14" / "zebra.png"  # under the data folder (scripts/common.py)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,8 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--comparison-image",
         type=Path,
-        default=COMPARISON_PHOTO,
-        help="HR photo for the card's before/after picture ('none': no picture)",
+        default=None,
+        help="HR photo for the card's before/after picture (default: Set14's zebra under the data folder; 'none': no "
+        "picture)",
     )
     parser.add_argument(
         "--dry-run",
@@ -78,12 +79,11 @@ def default_card(checkpoint: Path, repo_id: str) -> str:
     Raises:
         FileNotFoundError: the comparison photo is missing (a card without its picture would differ).
     """
-    if not COMPARISON_PHOTO.is_file():
-        raise FileNotFoundError(
-            f"{COMPARISON_PHOTO}: the card's comparison photo is missing (set ESPCN_HF_DATA_DIR)"
-        )
+    photo = data_dir() / COMPARISON_PHOTO
+    if not photo.is_file():
+        raise FileNotFoundError(f"{photo}: the card's comparison photo is missing (set ESPCN_HF_DATA_DIR)")
     return render_upload_card(
-        checkpoint, default_eval_files(checkpoint), repo_id=repo_id, comparison_image=COMPARISON_PHOTO
+        checkpoint, default_eval_files(checkpoint), repo_id=repo_id, comparison_image=photo
     )
 
 
@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.checkpoint}: not a checkpoint folder (no config.json)", file=sys.stderr)
         return EXIT_USAGE
     eval_files = args.eval_json if args.eval_json is not None else default_eval_files(args.checkpoint)
-    photo = None if str(args.comparison_image) == "none" else args.comparison_image
+    if args.comparison_image is None:
+        photo = data_dir() / COMPARISON_PHOTO
+    else:
+        photo = None if str(args.comparison_image) == "none" else args.comparison_image
     if photo is not None and not photo.is_file():
         print(f"note: no comparison picture, {photo} does not exist", file=sys.stderr)
         photo = None
