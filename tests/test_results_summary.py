@@ -116,3 +116,16 @@ def test_write_readme_writes_both_files_or_neither(tmp_path, monkeypatch, capsys
     assert summarize.main(["--write-readme"]) == 0
     assert (tmp_path / summarize.MODEL_CARD).read_text() == "the card\n"
     assert readme.read_text() == f"# x\n\n{summarize.START}\n{summarize.build()}{summarize.END}\ntail\n"
+
+
+def test_the_experiments_table_is_current():
+    """benchmarks/runs/README.md lists every run folder there, from its own files (scripts/runs_table.py)."""
+    runs_table = load_script(REPO / "scripts" / "runs_table.py", "runs_table")
+    assert runs_table.main(["--check"]) == 0, "run: python scripts/runs_table.py"
+    rows = [
+        line
+        for line in (REPO / "benchmarks" / "runs" / "README.md").read_text().splitlines()
+        if line.startswith("| ")
+    ]
+    folders = [p for p in (REPO / "benchmarks" / "runs").iterdir() if (p / "run.json").is_file()]
+    assert len(rows) == len(folders) + 1  # the header
