@@ -13,6 +13,10 @@ Exporter: torch.export + onnxscript (`torch.onnx.export(dynamo=True)`), which wo
 stored inside the one .onnx file (no external `.data` file; the models are a few hundred kB). The file is written
 atomically (`fileio.atomic_write_bytes`) and, by default, checked against the torch model with onnxruntime at
 two sizes before `export_onnx` returns.
+
+Refused before anything is exported: an opset the exporter cannot write (`supported_opsets`: 17 up to the newest
+its version converter knows; it used to print a converter trace and write opset 18 anyway), and an output that is
+one of the files the model is loaded from (`-o MODEL/model.safetensors` replaced the weights with the graph).
 """
 
 from __future__ import annotations
@@ -62,15 +66,77 @@ def _fp32_cpu(model: ESPCNForImageSuperResolution) -> torch.nn.Module:
 @contextlib.contextmanager
 def _quiet_exporter():
     """Hide the exporter's notes that do not concern ESPCN (torchvision ops not registered, pytree deprecations)."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    # _compat announces the conversion of opset 17 from 18, which `export_onnx` verifies on the result itself
+    loggers = [
+        logging.getLogger(f"torch.onnx._internal.exporter.{name}") for name in ("_registration", "_compat")
+    ]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def supported_opsets() -> range:
+    """The opsets `export_onnx` writes: `MIN_OPSET` up to the newest that both the exporter's version
+    converter (onnxscript) and the installed onnx know (25 with onnxscript 0.7). Asked for a newer one, the
+    exporter prints a conversion trace and silently writes opset 18."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    try:
+        from onnxscript.version_converter._version_converter import SUPPORTED_MAX_ONNX_OPSET
+    except ImportError:  # another onnxscript layout: the model's own opset is still checked after the export
+        pass
+    else:
+        newest = min(newest, SUPPORTED_MAX_ONNX_OPSET)
+    return range(MIN_OPSET, newest + 1)
+
+
+def check_opset(opset: int) -> None:
+    """`ValueError` naming the supported opsets unless `export_onnx` can write `opset`."""
+    supported = supported_opsets()
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset not in supported:
+        raise ValueError(
+            f"opset {opset!r} is not supported: the exporter writes opsets {supported.start} to "
+            f"{supported.stop - 1} (default {DEFAULT_OPSET})"
+        )
+
+
+def _opset_of(proto) -> int:
+    return max(entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx"))
+
+
+def check_output_path(path: str | os.PathLike, model_folder: str | os.PathLike | None) -> None:
+    """`ValueError` when `path` is one of the files the model is loaded from: a file directly in
+    `model_folder` (config, weights, processor config, code, card), by identity, so also through a link. ONNX
+    files there are outputs and may be replaced; files in sub-folders (`MODEL/onnx/model.onnx`) are not read
+    when the model loads."""
+    if model_folder is None or not Path(model_folder).is_dir() or not Path(path).exists():
+        return
+    for entry in sorted(Path(model_folder).iterdir()):
+        if entry.suffix.lower() == ".onnx" or not entry.is_file():
+            continue
+        with contextlib.suppress(OSError):
+            if os.path.samefile(entry, path):
+                suggestion = Path(model_folder) / "onnx" / "model.onnx"
+                raise ValueError(
+                    f"{path}: is {entry.name} of the model folder {model_folder}; refusing to write the ONNX "
+                    f"graph over a file the model is loaded from (write e.g. {suggestion})"
+                )
+
+
+def _model_folder(model) -> Path | None:
+    """The local folder a model comes from (a path given, or the folder an instance was loaded from)."""
+    name = getattr(model, "name_or_path", model)
+    if isinstance(name, (str, os.PathLike)) and str(name) and Path(name).is_dir():
+        return Path(name)
+    return None
 
 
 def _onnx_metadata(model: ESPCNForImageSuperResolution) -> dict[str, str]:
@@ -96,9 +162,12 @@ def export_onnx(
 ) -> Path:
     """Export `model` (instance, `save_pretrained` folder or Hub repo id) to the ONNX file `path`.
 
-    Dynamic batch, height and width; opset `opset` (>= 17; the paper's Y-channel models need 18). With
-    `check`, onnxruntime must match torch within 1e-4 at two sizes (`check_onnx`), else `RuntimeError` and no
-    file is left at `path`. Returns `path`.
+    Dynamic batch, height and width; opset `opset` (one of `supported_opsets()`, 17 to 25; the paper's
+    Y-channel models need 18 or newer). With `check`, onnxruntime must match torch within 1e-4 at two sizes
+    (`check_onnx`), else `RuntimeError` and no file is left at `path`. Returns `path`.
+
+    `ValueError` before any work for an unsupported opset and for a `path` that is one of the files of the
+    model's folder (`check_output_path`).
     """
     import onnx
     import torch
@@ -106,9 +175,10 @@ def export_onnx(
     from .modeling_espcn import ESPCNForImageSuperResolution
     from .pretrained import load_model
 
-    if not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    check_opset(opset)
+    check_output_path(path, _model_folder(model))
     model = model if isinstance(model, ESPCNForImageSuperResolution) else load_model(model, device="cpu")
+    check_output_path(path, _model_folder(model))
     if model.config.num_channels == 1 and opset < 18:
         raise ValueError("Y-channel models need opset >= 18 (bicubic chroma uses Resize with antialias)")
     wrapper = _fp32_cpu(model)
@@ -127,6 +197,8 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
+    if _opset_of(proto) != opset:  # the exporter falls back to its own opset when a conversion fails
+        raise RuntimeError(f"the exporter wrote opset {_opset_of(proto)}, not {opset}; not written")
     onnx.helper.set_model_props(proto, _onnx_metadata(model))
     onnx.checker.check_model(proto)
     data = proto.SerializeToString()
@@ -169,7 +241,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `espcn-hf export`."""
     parser.add_argument("model", help="folder written by save_pretrained, or a Hub repo id")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (>= {MIN_OPSET})")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset, {MIN_OPSET} to the newest the exporter supports (25 with onnxscript 0.7); "
+        "another is refused before exporting",
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
 
 
@@ -208,4 +286,14 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-__all__ = ["DEFAULT_OPSET", "add_arguments", "add_parser", "check_onnx", "export_onnx", "run"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "add_arguments",
+    "add_parser",
+    "check_onnx",
+    "check_opset",
+    "check_output_path",
+    "export_onnx",
+    "run",
+    "supported_opsets",
+]

@@ -105,3 +105,52 @@ def test_espcn_hf_export_on_the_cli(tiny_checkpoint, tmp_path, capsys):
     assert (tmp_path / "onnx" / "model.onnx").is_file()
     assert main(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "x.onnx")]) == 1
     assert capsys.readouterr().err.strip().startswith("error:")
+
+
+def test_an_output_over_a_file_of_the_model_folder_is_refused(tmp_path, capsys):
+    """`espcn-hf export MODEL -o MODEL/model.safetensors` wrote the graph over the model's own weights (issue "No
+    wrong answers, no lost batches"): a file the model is loaded from is never an output, also through a link or
+    for a model instance loaded from that folder. ONNX files in the folder and its sub-folders are outputs."""
+    from conftest import save_checkpoint
+
+    from espcn_hf.pretrained import load_model
+
+    folder = save_checkpoint(tiny_model(3), tmp_path / "model")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()  # save_pretrained's bar
+    link = tmp_path / "config-link.json"
+    link.symlink_to(folder / "config.json")
+    for target in (folder / "model.safetensors", folder / "config.json", link):
+        assert onnx_export.run(_parse([str(folder), "-o", str(target)])) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error:") and "\n" not in error and "refusing" in error, error
+        assert target.name in error
+    with pytest.raises(ValueError, match="preprocessor_config.json of the model folder"):
+        export_onnx(load_model(folder), folder / "preprocessor_config.json")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    for target in (folder / "onnx" / "model.onnx", folder / "model.onnx", folder / "model.onnx"):  # twice
+        assert onnx_export.run(_parse([str(folder), "-o", str(target), "--no-check"])) == 0
+        assert onnx.load(str(target)).graph.output[0].name == "reconstruction"
+
+
+def test_unsupported_opsets_are_refused_before_exporting(tiny_checkpoint, tmp_path, capfd, monkeypatch):
+    """`--opset 100` printed a converter trace and reported success with a file of opset 18: an opset the exporter
+    cannot write is one error line naming those it can, before anything is exported; a supported one is what
+    the file holds, without the exporter's conversion notes."""
+    supported = onnx_export.supported_opsets()
+    assert supported.start == 17 and 18 in supported and supported.stop - 1 >= 18
+    exported = []
+    real_export = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: exported.append(1) or real_export(*a, **k))
+    for opset in ("100", str(supported.stop), "16"):
+        target = tmp_path / f"opset{opset}.onnx"
+        assert onnx_export.run(_parse([str(tiny_checkpoint), "-o", str(target), "--opset", opset])) == 1
+        out, err = capfd.readouterr()
+        assert out == "" and err.count("\n") == 1 and err.startswith("error:"), err
+        assert f"opsets 17 to {supported.stop - 1}" in err and not target.exists()
+    assert exported == []
+    target = tmp_path / "opset17.onnx"
+    assert onnx_export.run(_parse([str(tiny_checkpoint), "-o", str(target), "--opset", "17"])) == 0
+    out, err = capfd.readouterr()
+    assert "opset 17" in out and err == ""
+    assert max(o.version for o in onnx.load(str(target)).opset_import if o.domain in ("", "ai.onnx")) == 17
