@@ -182,3 +182,36 @@ def test_a_really_full_disk(small_disk, tmp_path, tiny_checkpoint, capsys):
     assert "big.png: cannot write" in err and "No space left on device" in err and "Traceback" not in err
     assert target.read_bytes() == old
     assert sorted(p.name for p in small_disk.iterdir()) == ["big.png"]  # no leftover filling the disk
+
+
+def test_damaged_inputs_are_one_line_each_and_never_an_output(tmp_path, tiny_checkpoint, capsys):
+    """Issue "No wrong answers, no lost batches": a PNG whose data holds half its rows and a JPEG cut at 70%
+    with an end marker appended were upscaled (black or grey lower part, exit status 0); a 250-byte output name
+    failed. Now each damaged input is one error line and no output, and the rest of the batch is written."""
+    import struct
+    import zlib
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" + bytes(range(60)) * 3) * 30  # 30 of the 60 rows the header announces
+    header = struct.pack(">IIBBBBB", 60, 60, 8, 2, 0, 0, 0)
+    (inputs / "half.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+    _noise(40, 60, 1).save(inputs / "noise.jpg", quality=90)
+    data = (inputs / "noise.jpg").read_bytes()
+    (inputs / "noise.jpg").write_bytes(data[: int(len(data) * 0.7)] + b"\xff\xd9")
+    _noise(12, 16, 2).save(inputs / f"{'n' * 240}.png")  # its output name is 245 bytes long
+    assert main(["upscale", str(inputs), "-o", str(out), "--model", str(tiny_checkpoint), "-q"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and err[-1] == "2 input(s) failed, 1 written", err
+    assert any("half.png" in line and "holds 30 of the 60 rows" in line for line in err)
+    assert any("noise.jpg" in line and "JPEG data is truncated" in line for line in err)
+    assert [p.name for p in out.iterdir()] == [f"{'n' * 240}_x3.png"]

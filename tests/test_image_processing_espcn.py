@@ -1,6 +1,8 @@
 import io
 import json
+import struct
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +18,21 @@ def _png_bytes(image: Image.Image, **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=kwargs.pop("format", "PNG"), **kwargs)
     return buffer.getvalue()
+
+
+def _png(width: int, height: int, filtered_rows: bytes, bit_depth: int = 8, color_type: int = 2) -> bytes:
+    """A PNG written by hand: its header, one IDAT chunk holding `zlib.compress(filtered_rows)`, IEND."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(filtered_rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def test_rescales_and_never_resizes():
@@ -263,14 +280,14 @@ def test_jpeg_data_that_ends_early_is_refused():
     assert load_image(flat).size == (2000, 1500)  # a legitimately tiny file is not refused
 
 
-def test_jpeg_that_ends_in_decoder_grey_warns():
-    from espcn_hf.image_io import ImageDataWarning
-
+def test_jpeg_that_ends_in_decoder_grey_is_refused():
+    """It was a warning ("may be truncated"); a second decode now proves the data missing (issue "No wrong
+    answers, no lost batches")."""
     noise = np.random.default_rng(0).integers(0, 256, (200, 300, 3), dtype=np.uint8)
     data = _png_bytes(Image.fromarray(noise), format="JPEG")
     cut = data[: len(data) // 2] + b"\xff\xd9"  # long enough for the size check, half the blocks missing
-    with pytest.warns(ImageDataWarning, match="may be truncated"):
-        assert load_image(cut).size == (300, 200)
+    with pytest.raises(ImageLoadError, match="JPEG data is truncated"):
+        load_image(cut)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(data)  # the intact file: no warning
@@ -310,3 +327,152 @@ def test_save_image_writes_every_mode_to_every_format(tmp_path, suffix, mode):
     if suffix in (".png", ".tif"):
         assert reopened.mode == mode  # lossless formats keep alpha and 16-bit depth
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary file left
+
+
+# --- issue "No wrong answers, no lost batches": conversions that lose data say so -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix", "message"),
+    [
+        ("RGBA", ".gif", "partial transparency"),  # was silent: GIF keeps on/off transparency only
+        ("RGBA", ".jpg", "alpha channel is dropped"),
+        ("LA", ".bmp", "alpha channel is dropped"),
+        ("I;16", ".webp", "16-bit depth"),
+        ("I;16", ".jpg", "16-bit depth"),
+        ("RGB", ".gif", "more than 256 colours"),
+    ],
+)
+def test_save_image_warns_when_the_format_loses_data(tmp_path, mode, suffix, message):
+    from espcn_hf.image_io import ImageFormatWarning, save_image
+
+    rgb = natural_image(8, 40)
+    alpha = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (8, 1))
+    image = {
+        "RGBA": Image.fromarray(np.dstack([rgb, alpha])),
+        "LA": Image.fromarray(np.dstack([rgb[..., 0], alpha])),
+        "I;16": Image.fromarray(rgb[..., 0].astype(np.uint16) * 257 + 1),
+        "RGB": Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)),
+    }[mode]
+    target = tmp_path / f"out{suffix}"
+    with pytest.warns(ImageFormatWarning, match=message) as caught:
+        save_image(image, target)
+    assert str(target) in str(caught[0].message)
+    assert load_image(target).size == image.size
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".webp", ".jpg"])
+def test_save_image_is_silent_when_nothing_is_lost(tmp_path, suffix):
+    from espcn_hf.image_io import save_image
+
+    image = Image.fromarray(natural_image(8, 10))  # RGB: every format holds it (JPEG lossily, as asked)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        save_image(image, tmp_path / f"out{suffix}")
+        if suffix in (".png", ".tif"):
+            save_image(
+                Image.fromarray(natural_image(8, 10)[..., 0].astype(np.uint16) * 257),
+                tmp_path / f"deep{suffix}",
+            )
+
+
+def test_16_bit_colour_read_as_8_bit_is_a_warning():
+    from espcn_hf.image_io import ImageFormatWarning
+
+    raw = b"".join(b"\0" + np.arange(12, dtype=">u2").tobytes() for _ in range(3))  # 4x3 RGB, 16 bits
+    with pytest.warns(ImageFormatWarning, match="16-bit colour is read as 8 bits"):
+        assert load_image(_png(4, 3, raw, bit_depth=16)).mode == "RGB"
+
+
+# --- issue "No wrong answers, no lost batches": image data shorter than its header says, corrupt JPEG data ------
+
+
+def test_png_whose_data_holds_fewer_rows_than_its_header_is_refused():
+    """IHDR 200x200 RGB, one IDAT with zlib.compress of only 100 filtered rows, IEND: Pillow decoded it without
+    a word, the lower half black, and it was upscaled with exit status 0."""
+    row = b"\0" + bytes(range(200)) * 3  # filter byte 0, then 200 RGB pixels
+    assert load_image(_png(200, 200, row * 200)).size == (200, 200)
+    with pytest.raises(
+        ImageLoadError, match="PNG image data is truncated or corrupt: it holds 100 of the 200 rows"
+    ):
+        load_image(_png(200, 200, row * 100))
+    with pytest.raises(ImageLoadError, match="199 of the 200 rows"):
+        load_image(_png(200, 200, row * 199 + row[:-1]))
+
+
+def test_raw_tiff_whose_strips_do_not_cover_the_image_is_refused(tmp_path):
+    """A fuzzed raw TIFF (rows per strip damaged from 8 to 4) was decoded from too little data: its eight strips
+    cover half the rows, the rest black."""
+    path = tmp_path / "strips.tif"
+    Image.fromarray(natural_image(64, 48)).save(path, tiffinfo={278: 8})  # RowsPerStrip 8: eight strips
+    assert load_image(path).size == (48, 64)
+    data = bytearray(path.read_bytes())
+    (count,) = struct.unpack("<H", data[8:10])  # the first IFD (Pillow writes it at offset 8)
+    entry = next(
+        10 + 12 * i for i in range(count) if struct.unpack("<H", data[10 + 12 * i : 12 + 12 * i])[0] == 278
+    )
+    data[entry + 8 : entry + 12] = struct.pack("<I", 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageLoadError, match="strips cover 1,536 of the 3,072 pixels"):
+        load_image(path)
+
+
+def _photo_jpeg(**options) -> bytes:
+    return _png_bytes(Image.fromarray(natural_image(240, 320, seed=3)), format="JPEG", quality=90, **options)
+
+
+def _scan_data(data: bytes) -> tuple[int, int]:
+    """(start, end) of the entropy-coded data of a single-scan JPEG (after SOS, before EOI)."""
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    return start, data.rindex(b"\xff\xd9")
+
+
+@pytest.mark.parametrize("options", [{}, {"progressive": True}, {"restart_marker_blocks": 4}])
+def test_jpeg_cut_short_with_an_end_marker_is_refused(options):
+    """A JPEG cut at 70% with an end marker appended gave a warning at most (libjpeg fills the missing blocks
+    with grey and only warns, and Pillow does not pass that on); a second decode now proves the loss."""
+    data = _photo_jpeg(**options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_image(data).size == (320, 240)
+    with pytest.raises(ImageLoadError, match="JPEG data is (truncated|corrupt)"):
+        load_image(data[: int(len(data) * 0.7)] + b"\xff\xd9")
+
+
+def test_jpeg_with_random_bytes_in_its_scan_data_is_refused():
+    """Random bytes in the scan data were upscaled into a garbage lower part without a message."""
+    data = bytearray(_photo_jpeg())
+    start, end = _scan_data(bytes(data))
+    middle = (start + end) // 2
+    data[middle : middle + 2048] = np.random.default_rng(0).integers(0, 256, 2048, dtype=np.uint8).tobytes()
+    with pytest.raises(ImageLoadError, match="JPEG data is corrupt"):
+        load_image(bytes(data))
+
+
+def test_jpeg_whose_data_goes_on_after_its_last_block_is_refused():
+    """More data than blocks: libjpeg warns of extraneous bytes; the data is out of step with the image, the mark
+    of corrupt bytes before it. Zero padding after the data (some encoders write it) is only a warning."""
+    from espcn_hf.image_io import ImageDataWarning
+
+    data = _photo_jpeg()
+    start, end = _scan_data(data)
+    with pytest.raises(ImageLoadError, match=r"complete 1\d\d bytes before the end of its data"):
+        load_image(data[:end] + bytes(range(1, 201)) + data[end:])
+    with pytest.warns(ImageDataWarning, match="zero bytes after the JPEG image data"):
+        assert load_image(data[:end] + bytes(200) + data[end:]).size == (320, 240)
+
+
+def test_a_restart_marker_out_of_sequence_is_refused():
+    data = _photo_jpeg(restart_marker_blocks=2)
+    first = data.index(b"\xff\xd0")
+    with pytest.raises(ImageLoadError, match="restart marker"):
+        load_image(data[:first] + b"\xff\xd3" + data[first + 2 :])
+
+
+def test_a_truly_mid_grey_jpeg_is_not_taken_for_a_truncated_one():
+    for image in (Image.new("RGB", (64, 48), (128, 128, 128)), Image.new("L", (33, 17), 128)):
+        for options in ({}, {"progressive": True}):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                assert load_image(_png_bytes(image, format="JPEG", **options)).size == image.size
