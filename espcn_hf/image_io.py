@@ -577,10 +577,12 @@ def _image_for_format(image: Image.Image, fmt: str, target: Path) -> Image.Image
     if fmt == "GIF":
         gray = image.mode in ("L", "LA")  # at most 256 levels: a grey palette holds them all
         if image.mode in ("RGBA", "LA"):
-            image = image.convert("RGBA")  # Pillow keeps on/off transparency of RGBA, none of LA
+            image = image.convert("RGBA")  # Pillow keeps on/off transparency of RGBA (none of LA)...
             alpha = image.getchannel("A")
             if alpha.getcolors(2) is None or set(alpha.getextrema()) - {0, 255}:
-                _warn_format(target, fmt, "partial transparency: alpha becomes on/off", ".png, .tif or .webp")
+                # ...and none at all where alpha has other levels: made on/off here (opaque from 50 %)
+                image.putalpha(alpha.point(lambda level: 255 if level >= 128 else 0))
+                _warn_format(target, fmt, "partial transparency: alpha is made on/off", ".png, .tif or .webp")
         if not gray and image.getcolors(256) is None and image.convert("RGB").getcolors(256) is None:
             _warn_format(target, fmt, "more than 256 colours: they are quantised", ".png, .tif or .webp")
     return image

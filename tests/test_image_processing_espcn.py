@@ -476,3 +476,16 @@ def test_a_truly_mid_grey_jpeg_is_not_taken_for_a_truncated_one():
             with warnings.catch_warnings():
                 warnings.simplefilter("error")
                 assert load_image(_png_bytes(image, format="JPEG", **options)).size == image.size
+
+
+def test_gif_keeps_on_off_transparency_of_partial_alpha(tmp_path):
+    """Pillow writes an RGBA image whose alpha has levels other than 0 and 255 to GIF fully opaque; it is made
+    on/off first (opaque from 50 %), so the transparent half stays transparent."""
+    from espcn_hf.image_io import ImageFormatWarning, save_image
+
+    alpha = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (8, 1))
+    with pytest.warns(ImageFormatWarning, match="alpha is made on/off"):
+        save_image(Image.fromarray(np.dstack([natural_image(8, 40), alpha])), tmp_path / "out.gif")
+    with Image.open(tmp_path / "out.gif") as reopened:
+        kept = np.asarray(reopened.convert("RGBA"))[..., 3]
+    np.testing.assert_array_equal(kept, np.where(alpha >= 128, 255, 0))
