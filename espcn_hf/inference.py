@@ -19,7 +19,6 @@ import contextlib
 import copy
 import math
 import os
-import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -65,7 +64,7 @@ DTYPES = {
 }
 MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
-# Named inference modes, for benchmarks and the deprecated `precision=` option: keyword arguments of `upscale`.
+# Named inference modes, for the benchmarks: keyword arguments of `upscale`.
 INFERENCE_MODES = {
     "eager": {"dtype": None, "memory_format": "contiguous"},
     "channels_last": {"dtype": None, "memory_format": "channels_last"},
@@ -162,28 +161,8 @@ def resolve_tiling(
 def resolve_options(
     dtype: torch.dtype | str | None = None,
     memory_format: torch.memory_format | str = "channels_last",
-    precision: str | None = None,
 ) -> tuple[torch.dtype | None, torch.memory_format]:
-    """Validate the inference options; returns (dtype or None for the model's own, memory format).
-
-    `precision` is the deprecated single option ("auto", "channels_last", "eager", "bf16"); it cannot be combined
-    with `dtype`.
-    """
-    if precision is not None:
-        warnings.warn(
-            "precision= is deprecated: use dtype= (None, torch.bfloat16, ...) and memory_format= "
-            "('channels_last' or 'contiguous')",
-            FutureWarning,
-            stacklevel=3,
-        )
-        name = "channels_last" if precision == "auto" else precision
-        if name not in INFERENCE_MODES:
-            raise ValueError(
-                f"precision must be 'auto' or one of {tuple(INFERENCE_MODES)}, got {precision!r}"
-            )
-        if dtype is not None:
-            raise ValueError("Pass dtype= or the deprecated precision=, not both")
-        dtype, memory_format = INFERENCE_MODES[name]["dtype"], INFERENCE_MODES[name]["memory_format"]
+    """Validate the inference options; returns (dtype or None for the model's own, memory format)."""
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be None, a torch dtype or one of {tuple(DTYPES)}, got {dtype!r}")
@@ -299,7 +278,6 @@ def upscale(
     device: str | torch.device | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
-    precision: str | None = None,
 ):
     """Super-resolve one image (or a list of images) with an ESPCN model.
 
@@ -319,7 +297,6 @@ def upscale(
         max_pixels: refuse larger inputs (decompression-bomb guard, checked before decoding); None disables.
         max_output_pixels: refuse inputs whose output would be larger (default 200 Mpx keeps a tiled run under
             2 GB of memory); None disables.
-        precision: deprecated, see `resolve_options`.
 
     Returns, in the input's kind:
         - path or PIL image: a PIL image. Grayscale stays grayscale ("L", "LA", 16-bit "I;16": the luma of the
@@ -332,7 +309,7 @@ def upscale(
     its header, before decoding), `ValueError` for bad options, NaN/infinite values or values that are not
     numbers (complex, dates, strings, objects).
     """
-    dtype, memory_format = resolve_options(dtype, memory_format, precision)
+    dtype, memory_format = resolve_options(dtype, memory_format)
     tile_size = parse_tile_size(tile_size)
     options = dict(
         tile_size=tile_size, tile_overlap=tile_overlap, dtype=dtype, memory_format=memory_format,

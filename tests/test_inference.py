@@ -101,15 +101,6 @@ def test_a_list_validates_options_like_one_image(options):
     assert str(single.value) == str(listed.value)
 
 
-def test_deprecated_precision_is_validated_for_lists_too():
-    model, image = tiny_model(2), Image.fromarray(natural_image(10, 12))
-    with pytest.warns(FutureWarning), pytest.raises(ValueError, match="precision"):
-        upscale([image], model, precision="nonsense")
-    with pytest.warns(FutureWarning):
-        legacy = upscale(image, model, precision="bf16")
-    assert np.array_equal(np.asarray(legacy), np.asarray(upscale(image, model, dtype=torch.bfloat16)))
-
-
 def test_the_callers_model_is_never_changed():
     import espcn_hf.inference as inference
 
