@@ -24,6 +24,7 @@ usage error, so `--skip-existing` is always right. Files under the output folder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -357,13 +358,34 @@ def share_of_work(
         return list(share), skipped
 
 
+def _named(message: str, path) -> str:
+    """`message` as a line that starts with `path` (library messages usually name the file already)."""
+    return message if message.startswith(str(path)) else f"{path}: {message}"
+
+
+@contextlib.contextmanager
+def _warnings_to(reporter: Reporter | None, path):
+    """Warnings raised in the block become the reporter's `warning` lines naming `path` (the `warnings` module
+    prints them as usual without a reporter)."""
+    if reporter is None:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                reporter.warning(_named(str(warning.message), path))
+
+
 def _one_line(error: BaseException, path) -> str:
     """An exception as one line that starts with `path` (load and video errors usually name it already); an
     unexpected exception also names its type."""
     message = (str(error).strip().splitlines() or [""])[0]
     if not isinstance(error, (ValueError, OSError)) or not message:
         message = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return message if message.startswith(str(path)) else f"{path}: {message}"
+    return _named(message, path)
 
 
 def upscale_files(
@@ -460,9 +482,7 @@ def upscale_files(
                 reporter.info(f"{source} -> {target} ({info.width}x{info.height}, {info.frames} frames)")
             continue
         try:
-            with warnings.catch_warnings(record=reporter is not None) as caught:
-                if reporter is not None:
-                    warnings.simplefilter("always")
+            with _warnings_to(reporter, source):
                 image = upscale(
                     str(source),
                     model,
@@ -472,13 +492,12 @@ def upscale_files(
                     max_pixels=max_pixels,
                     max_output_pixels=max_output_pixels,
                 )
-            for warning in caught or ():
-                reporter.warning(f"{source}: {warning.message}")
         except Exception as error:  # noqa: BLE001 -- ImageLoadError, damaged EXIF, out of memory, ...
             fail(source, _one_line(error, source))
             continue
         try:
-            save_image(image, target)
+            with _warnings_to(reporter, target):  # what the output format drops (alpha, 16-bit, colours)
+                save_image(image, target)
         except (OSError, ValueError) as error:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else error
             fail(source, f"{target}: cannot write ({reason}); {source} not saved")

@@ -244,15 +244,27 @@ def test_console_script_runs(images, tiny_checkpoint, tmp_path):
     assert "Loading weights" not in result.stderr and "%|" not in result.stderr  # no weight-loading bar
 
 
-def test_damaged_jpeg_is_a_warning_line(tmp_path, tiny_checkpoint, capsys):
+def test_a_cut_jpeg_is_an_error_line_and_a_lossy_output_a_warning_line(tmp_path, tiny_checkpoint, capsys):
+    """A JPEG cut in half (an end marker appended) was upscaled with a grey lower half and only a warning: the
+    damage is certain, so it is one error line. What an output format drops (GIF: partial alpha, colours) is one
+    warning line naming the output, also for the CLI (it was a raw Python warning); -q keeps only errors."""
     noise = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     Image.fromarray(noise).save(tmp_path / "full.jpg")
     data = (tmp_path / "full.jpg").read_bytes()
     (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2] + b"\xff\xd9")
     out = tmp_path / "cut.png"
-    assert main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint)]) == 0
-    assert "warning: " in capsys.readouterr().err and out.exists()
-    main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint), "-q"])
+    assert main(["upscale", str(tmp_path / "cut.jpg"), "-o", str(out), "--model", str(tiny_checkpoint)]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "cut.jpg" in err and not out.exists()
+    Image.fromarray(noise).convert("RGBA").save(tmp_path / "rgba.png")
+    gif = tmp_path / "out.gif"
+    assert main(["upscale", str(tmp_path / "rgba.png"), "-o", str(gif), "--model", str(tiny_checkpoint)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert warnings and all(line.startswith(f"warning: {gif}: GIF") for line in warnings)
+    assert (
+        main(["upscale", str(tmp_path / "rgba.png"), "-o", str(gif), "--model", str(tiny_checkpoint), "-q"])
+        == 0
+    )
     assert capsys.readouterr().err == ""  # -q: errors only
 
 
