@@ -126,10 +126,28 @@ Path(sys.argv[5], f"rank{state.process_index}.json").write_text(json.dumps(repor
 """
 
 
+def accelerate_launch(port: int, *args: str, multi_gpu: bool = True) -> list[str]:
+    """`accelerate launch [--multi_gpu] --num_processes 2 ARGS...` on its own rendezvous port (2 CPU processes with
+    --multi_gpu; accelerate starts one without it)."""
+    command = [
+        str(ACCELERATE),
+        "launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+    ]
+    command += ["--dynamo_backend", "no", "--main_process_port", str(port)] + (
+        ["--multi_gpu"] if multi_gpu else []
+    )
+    return command + list(args)
+
+
 def launch(script: Path, files, outputs, checkpoint, delay: float, report_dir: Path, port: int, **popen):
-    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
-    command += [str(script), json.dumps([str(f) for f in files]), json.dumps([str(o) for o in outputs])]
+    command = accelerate_launch(port, str(script))
+    command += [json.dumps([str(f) for f in files]), json.dumps([str(o) for o in outputs])]
     command += [str(checkpoint), str(delay), str(report_dir)]
     env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
@@ -189,18 +207,8 @@ def test_accelerate_launch_cli_upscale_two_processes(folder, tiny_checkpoint, tm
     `model:` line once, one progress bar per process (labelled with its rank), and a summary of what each did."""
     files, _ = folder
     out = tmp_path / "cli_out"
-    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29549"]
-    command += [
-        "-m",
-        "espcn_hf.cli",
-        "upscale",
-        str(files[0].parent),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_checkpoint),
-    ]
+    command = accelerate_launch(29549, "-m", "espcn_hf.cli", "upscale", str(files[0].parent), "-o", str(out),
+                                "--model", str(tiny_checkpoint))  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
@@ -218,18 +226,8 @@ def test_accelerate_launch_cli_upscale_two_processes(folder, tiny_checkpoint, tm
 def test_one_process_on_a_cpu_says_how_to_start_several(folder, tiny_checkpoint, tmp_path):
     """`accelerate launch --num_processes 2` without --multi_gpu starts ONE process on a CPU: it says so."""
     files, _ = folder
-    command = [
-        str(ACCELERATE),
-        "launch",
-        "--num_processes",
-        "2",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
-    command += ["-m", "espcn_hf.cli", "upscale", str(files[0]), "-o", str(tmp_path / "o.png"), "--model",
-                str(tiny_checkpoint)]  # fmt: skip
+    command = accelerate_launch(29550, "-m", "espcn_hf.cli", "upscale", str(files[0]), "-o", str(tmp_path / "o.png"),
+                                "--model", str(tiny_checkpoint), multi_gpu=False)  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -245,19 +243,8 @@ def test_killing_the_launcher_stops_the_workers(tmp_path, tiny_checkpoint):
     for i in range(40):
         Image.fromarray(natural_image(200, 240, seed=i)).save(inputs / f"img{i:02d}.png")
     out = tmp_path / "out"
-    command = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29551"]
-    command += [
-        "-m",
-        "espcn_hf.cli",
-        "upscale",
-        str(inputs),
-        "-o",
-        str(out),
-        "--model",
-        str(tiny_checkpoint),
-        "-q",
-    ]
+    command = accelerate_launch(29551, "-m", "espcn_hf.cli", "upscale", str(inputs), "-o", str(out), "--model",
+                                str(tiny_checkpoint), "-q")  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     env.pop("WORLD_SIZE", None)
     job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

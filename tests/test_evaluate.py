@@ -226,21 +226,26 @@ def test_cli_rejects_a_bad_tile_size(capsys):
     assert "--tile-size" in capsys.readouterr().err
 
 
-def test_cli_bicubic_only_with_opencv_peer(tmp_path, data_dir):
-    script = load_evaluate_script()
-    if not (data_dir / "peers" / "opencv_espcn" / "ESPCN_x3.pb").is_file():
-        pytest.skip("OpenCV peer models not found under the data dir")
-    out = tmp_path / "out"
+def _peers_only_argv(out: Path, peers_dir: Path) -> list[str]:
+    """scripts/evaluate.py on the tiny fixture set: bicubic and OpenCV's ESPCN from `peers_dir`, no picture."""
     argv = ["--model", "bicubic-only", "--scale", "3", "--sets", "tiny_set", "--data-dir", str(FIXTURES)]
-    argv += [
+    return argv + [
         "--out",
         str(out),
         "--peers",
         "opencv-espcn",
         "--no-picture",
         "--peers-dir",
-        str(data_dir / "peers"),
+        str(peers_dir),
     ]
+
+
+def test_cli_bicubic_only_with_opencv_peer(tmp_path, data_dir):
+    script = load_evaluate_script()
+    if not (data_dir / "peers" / "opencv_espcn" / "ESPCN_x3.pb").is_file():
+        pytest.skip("OpenCV peer models not found under the data dir")
+    out = tmp_path / "out"
+    argv = _peers_only_argv(out, data_dir / "peers")
     assert script.main(argv) == 0
     report = EvalReport.from_json(out / "eval_peers_x3.json")
     assert report.name == "peers" and report.methods == ["bicubic", "opencv-espcn"]
@@ -255,16 +260,7 @@ def test_an_unreadable_peer_model_is_one_warning_and_left_out(tmp_path, capsys):
     peers.mkdir(parents=True)
     (peers / "ESPCN_x3.pb").write_bytes(b"not a TensorFlow graph" * 10)
     out = tmp_path / "out"
-    argv = ["--model", "bicubic-only", "--scale", "3", "--sets", "tiny_set", "--data-dir", str(FIXTURES)]
-    argv += [
-        "--out",
-        str(out),
-        "--peers",
-        "opencv-espcn",
-        "--no-picture",
-        "--peers-dir",
-        str(tmp_path / "peers"),
-    ]
+    argv = _peers_only_argv(out, tmp_path / "peers")
     assert load_evaluate_script().main(argv) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if "opencv-espcn" in line]
