@@ -186,20 +186,20 @@ def remove_stale_partials(target: str | os.PathLike) -> list[Path]:
 
     A file is removed only when all of this holds:
 
-    - it is ours and belongs to `target`: `is_partial_file`, and named as `atomic_path` names the temporary files
-      of this very target (the start of its stem and a hash of its whole name; earlier versions' names too).
-      Temporary files of other targets and every other file in the folder are never touched;
-    - no live writer is using it: every writer holds an exclusive lock (`flock`) on its temporary file until it
-      is renamed, and the system releases the lock when the process ends, however it ends. A locked file belongs
-      to a write in progress (in this process or another) and is kept;
-    - it has not been modified for `STALE_PARTIAL_SECONDS` (the instant between creating a file and locking it).
-      Where locks cannot be told (no `fcntl`, a file system without locks) only files unmodified for
+    - it is ours and belongs to `target`: `is_partial_file`, and named as `atomic_path` names the temporary
+      files of this very target (the start of its stem and a hash of its whole name; earlier versions' names
+      too). Temporary files of other targets and every other file in the folder are never touched;
+    - no live writer is using it: every writer holds an exclusive lock (`flock`) on its temporary file until
+      it is renamed, and the system releases the lock when the process ends, however it ends. A locked file
+      belongs to a write in progress (in this process or another) and is kept;
+    - it has not been modified for `STALE_PARTIAL_SECONDS` (the instant between creating a file and locking
+      it). Where locks cannot be told (no `fcntl`, a file system without locks) only files unmodified for
       `STALE_PARTIAL_SECONDS_WITHOUT_LOCKS` are removed.
 
-    A writer that replaces its temporary file with a file of its own (safetensors' `save_file` renames over the
-    path it is given) holds no lock on the new file; a concurrent write of the same target may then remove it,
-    and that write fails with an error (the target itself is never damaged). Files that cannot be examined or
-    removed are left as they are.
+    A writer that replaces its temporary file with a file of its own (safetensors' `save_file` renames over
+    the path it is given) holds no lock on the new file; a concurrent write of the same target may then remove
+    it, and that write fails with an error (the target itself is never damaged). Files that cannot be examined
+    or removed are left as they are.
     """
     target = Path(target)
     folder = target.parent if str(target.parent) else Path(".")

@@ -167,7 +167,8 @@ _LOAD_FILEIO = (
 
 
 def _make_leftover(target: Path, age: float, name: str | None = None) -> Path:
-    """A temporary file as a killed write of `target` leaves it: named by `atomic_path`, unlocked, `age` s old."""
+    """A temporary file as a killed write of `target` leaves it: named by `atomic_path`, unlocked, `age` s
+    old."""
     from espcn_hf.fileio import _temporary_name_parts
 
     prefix, suffix = _temporary_name_parts(target)
@@ -179,8 +180,9 @@ def _make_leftover(target: Path, age: float, name: str | None = None) -> Path:
 
 
 def test_leftovers_of_a_killed_write_are_removed_at_the_next_write_of_that_target_only(tmp_path):
-    """A SIGKILL mid-write leaves a hidden .partial file (up to 356 MB beside one video); they were never removed
-    (issue "No wrong answers, no lost batches"). The next write of the same output removes them, and nothing else."""
+    """A SIGKILL mid-write leaves a hidden .partial file (up to 356 MB beside one video); they were never
+    removed (issue "No wrong answers, no lost batches"). The next write of the same output removes them, and
+    nothing else."""
     target, other = tmp_path / "clip_x3.mp4", tmp_path / "clip_x3.mkv"
     ours = _make_leftover(target, age=60)
     earlier_name = _make_leftover(target, age=60, name=".clip_x3.a1b2c3d4.mp4.partial")  # before short names
