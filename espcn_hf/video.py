@@ -8,15 +8,29 @@ Decisions, in the order a reader meets them:
 * Detection by content. `is_video(path)` asks FFmpeg, not the extension: any container FFmpeg can demux with a
   video stream counts (.mp4, .mov, .mkv, .webm, .avi, .ts, ...), except still images (FFmpeg's image demuxers,
   `*_pipe` / `image2`) and cover art. An animated GIF or APNG counts as a video only with two or more frames; a
-  one-frame GIF is an image (the image path upscales it).
-* Streaming. Frames are decoded, batched (`batch_size`), upscaled and encoded as they come, in three stages that
-  overlap: decoding and encoding (PyAV/FFmpeg) run in their own threads while the model runs in the caller's
-  thread (on a GPU the CPU work then hides behind the network, on a CPU behind torch's parallel sections). Bounded
-  queues between the stages keep memory at a few batches plus the encoder's look-ahead, whatever the length.
+  one-frame GIF is an image (the image path upscales it). A file named like a video (`VIDEO_EXTENSIONS`) that
+  FFmpeg cannot use as one (truncated, damaged, audio only) counts too, so that `upscale_video` says what is
+  wrong with it instead of it being refused as a broken image.
+* Three parts, each usable alone: `VideoDecoder` (stage 1: the input, its facts from the header, RGB frame
+  batches and audio in file order), `upscale_frames` (stage 2: the model) and `VideoEncoder` (stage 3: the
+  output file). `run_stages` overlaps them: decoding and encoding (PyAV/FFmpeg) run in their own threads while
+  the model runs in the caller's thread (on a GPU the CPU work then hides behind the network, on a CPU behind
+  torch's parallel sections), with bounded queues between them. `upscale_video` checks everything it can before
+  the first frame is decoded, then runs the three.
+* Limits, as for images: the frame size is checked from the header against `max_pixels` (input) and
+  `max_output_pixels` (output, `image_io.DEFAULT_MAX_OUTPUT_PIXELS`), before any frame is decoded. `max_frames`
+  and `max_seconds` are checked against the header and again while decoding, so a file whose header lies about
+  its length stops at the limit.
+* Memory. The frames per batch and the libx264 look-ahead come from `memory_budget` (`plan_memory`): what the
+  frames in flight and the encoder need, beside the process itself (about 0.45 GB with torch). With the
+  defaults small videos run as asked (`batch_size` frames, the encoder's own look-ahead), and a 1080p video at
+  x3 (5760x3240 out) runs one frame per batch with a short look-ahead, under about 2 GB in all.
 * Timing. Every output frame keeps its input frame's timestamp (pts in the input stream's time base), so the frame
   count, frame rate and variable frame timing carry over; the nominal rate is the input's.
-* Audio streams are copied packet for packet (no re-encoding). Subtitle and data streams are not copied. An audio
-  codec the output container cannot store is an error before anything is written (pick another extension).
+* Audio streams are copied packet for packet when the output format stores them (tried before any work:
+  FFmpeg's list of codecs says mp4 takes PCM, but stereo PCM in mp4 fails when the file is finished); otherwise
+  they are transcoded to AAC, and when the format takes neither, that is an error before anything is written.
+  Subtitle and data streams are not copied.
 * Rotation is carried as metadata: the input's display matrix (the phone's "rotate 90") is written unchanged on
   the output stream, so players show the result the same way up as the input; the frames themselves are upscaled
   as stored. Pixel aspect ratio is copied too.
@@ -26,7 +40,8 @@ Decisions, in the order a reader meets them:
   odd output width/height (odd input at x3) loses its last column/row.
 * The output is written to a hidden temporary file beside `dst` and renamed at the end (`fileio.atomic_path`): an
   interrupted or failed run leaves no file at `dst`, and an earlier output there stays intact.
-* Bad input (missing, empty, corrupt, not a media file, no video stream) raises `VideoError` naming the file.
+* Bad input (missing, empty, truncated, corrupt, not a media file, no video stream, over a limit) raises
+  `VideoError` naming the file.
 """
 
 from __future__ import annotations
@@ -37,12 +52,14 @@ import os
 import queue
 import struct
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .fileio import atomic_path
+from .image_io import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_MAX_PIXELS, ImageLoadError, check_output_size
 
 if TYPE_CHECKING:  # torch and the model are imported when a video is upscaled: the CLI's parser stays light
     import torch
@@ -53,8 +70,8 @@ DEFAULT_CODEC = "libx264"
 DEFAULT_PIX_FMT = "yuv420p"
 DEFAULT_CRF = 18
 DEFAULT_BATCH_SIZE = 4
-# Batches waiting between the decode, SR and encode stages (each stage runs in its own thread): memory is bounded
-# by about 2 * QUEUE_BATCHES + 3 batches of frames whatever the video length.
+# Batches waiting between the decode, SR and encode stages (each stage runs in its own thread): besides these,
+# each stage holds one batch, so QUEUE_BATCHES + 2 batches of input and of output frames are alive at most.
 QUEUE_BATCHES = 2
 # Encoders that take a constant-quality `crf` option (lower = better; 0 = lossless for libx264 8-bit).
 CRF_CODECS = {
@@ -84,10 +101,40 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 # Formats whose single-frame files are images, unless they hold two or more frames.
 ANIMATION_FORMATS = ("gif", "apng", "webp")
+# Audio the output format cannot store as it is becomes this (in FFmpeg's default layout for its number of
+# channels when it has no channel order).
+TRANSCODED_AUDIO_CODEC = "aac"
+DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+# Memory (`plan_memory`): bytes for the frames in flight and the encoder, beside the process itself (torch, the
+# FFmpeg libraries and the model: about 0.45 GB), so that a default run stays under about 2 GB as for images.
+DEFAULT_MEMORY_BUDGET = 1_500_000_000
+# libx264's own memory per pixel of an output frame, measured at 5760x3240 (a 1080p video at x3) on the 2-core
+# CPU with its default threads: about 1.0 GB without look-ahead (reference frames, B-frames, half-pel planes)
+# and 2.5 bytes per pixel for each frame of look-ahead (3.1 GB in all at the default 40 frames). Other encoders
+# are counted the same way.
+ENCODER_BYTES_PER_PIXEL = 56
+LOOKAHEAD_BYTES_PER_PIXEL = 3
+# The writer's RGB frame and its conversion to the output pixel format (yuv444p at most).
+WRITER_BYTES_PER_PIXEL = 6
+# libx264's `rc-lookahead` (frames) for each preset; "medium" is its default.
+X264_LOOKAHEAD = {
+    "ultrafast": 0,
+    "superfast": 0,
+    "veryfast": 10,
+    "faster": 20,
+    "fast": 30,
+    "medium": 40,
+    "slow": 50,
+    "slower": 60,
+    "veryslow": 60,
+}
+X264_CODECS = ("libx264", "libx264rgb")
 
 
 class VideoError(ValueError):
-    """A video file is missing, unreadable, has no video stream, or cannot be written as asked."""
+    """A video file is missing, unreadable, has no video stream, is over a limit, or cannot be written as
+    asked."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +160,11 @@ def _have_pyav() -> bool:
     return importlib.util.find_spec("av") is not None
 
 
+def _ffmpeg_reason(error) -> str:
+    """FFmpeg's reason without the file name it carries (which may be a hidden temporary file)."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _open_input(path: str | os.PathLike):
     name = str(path)
     try:
@@ -128,7 +180,10 @@ def _open_input(path: str | os.PathLike):
     try:
         return av.open(name, "r")
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as error:
-        raise VideoError(f"{name}: not a video file FFmpeg can read ({error})") from None
+        raise VideoError(
+            f"{name}: not a video file FFmpeg can read ({_ffmpeg_reason(error)}): damaged, truncated, or not a "
+            "media file"
+        ) from None
 
 
 def _video_stream(container):
@@ -155,30 +210,37 @@ def _has_two_frames(container, stream) -> bool:
 
 
 def is_video(path: str | os.PathLike) -> bool:
-    """True when FFmpeg can read `path` as a video (see the module docstring for GIFs and still images).
+    """True when `path` is for `upscale_video`: FFmpeg reads it as a video (see the module docstring for GIFs
+    and still images), or it is named like one (`VIDEO_EXTENSIONS`, GIF aside) and FFmpeg cannot use it as one
+    (truncated, damaged, audio only), so that `upscale_video` names the problem. A missing file is no video.
 
     Without PyAV a file counts as a video by its extension alone (GIFs excepted), so that `upscale_video` can say
     which extra to install instead of the file being refused as a broken image."""
+    suffix = Path(path).suffix.lower()
+    named_like_a_video = suffix in VIDEO_EXTENSIONS and suffix != ".gif"
     if not _have_pyav():
-        suffix = Path(path).suffix.lower()
-        return suffix in VIDEO_EXTENSIONS and suffix != ".gif"
+        return named_like_a_video
+    if not Path(path).exists():
+        return False
     try:
         container = _open_input(path)
     except VideoError:
-        return False
+        return named_like_a_video
     with container:
-        stream = _video_stream(container)
-        if stream is None or _is_still_image_format(container.format.name):
+        if _is_still_image_format(container.format.name):
             return False
+        stream = _video_stream(container)
+        if stream is None:
+            return named_like_a_video
         if container.format.name in ANIMATION_FORMATS or stream.codec_context.name in ANIMATION_FORMATS:
             return _has_two_frames(container, stream)
         return True
 
 
-def _display_matrix(frame) -> list[int] | None:
+def _display_matrix(frame) -> tuple[int, ...] | None:
     for side_data in frame.side_data:
         if "DISPLAYMATRIX" in str(side_data.type):
-            return list(struct.unpack("<9i", bytes(side_data)[:36]))
+            return struct.unpack("<9i", bytes(side_data)[:36])
     return None
 
 
@@ -197,7 +259,9 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
                 rotation = int(frame.rotation or 0)
                 break
         except av.error.FFmpegError as error:
-            raise VideoError(f"{name}: the video stream cannot be decoded ({error})") from None
+            raise VideoError(
+                f"{name}: the video stream cannot be decoded ({_ffmpeg_reason(error)})"
+            ) from None
         return VideoInfo(
             path=name,
             format=container.format.name,
@@ -251,6 +315,502 @@ def _even_size(width: int, height: int, pix_fmt: str) -> tuple[int, int]:
     return width - width % step_x, height - height % step_y
 
 
+def check_frame_size(
+    name: str,
+    width: int,
+    height: int,
+    scale: int,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+) -> None:
+    """`VideoError` naming `name` when `width` x `height` frames are over `max_pixels`, or their upscaled
+    frames over `max_output_pixels` (the image limits, `image_io`; None disables either)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise VideoError(
+            f"{name}: {width}x{height} = {width * height:,}-pixel frames are over the limit of {max_pixels:,} "
+            "pixels (max_pixels; None disables it)"
+        )
+    try:
+        check_output_size(width, height, scale, max_output_pixels, name)
+    except ImageLoadError as error:  # the image rule and its message, as a video error
+        raise VideoError(str(error)) from None
+
+
+# --- memory -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Frames per batch, and libx264's look-ahead in frames (None: the encoder's own)."""
+
+    batch_size: int
+    lookahead: int | None = None
+
+
+def plan_memory(
+    width: int,
+    height: int,
+    scale: int,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    codec: str = DEFAULT_CODEC,
+    preset: str | None = None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+) -> MemoryPlan:
+    """How to upscale `width` x `height` frames by `scale` within `memory_budget` bytes (None: as asked).
+
+    The estimate, per pixel of an output frame: the encoder (`ENCODER_BYTES_PER_PIXEL`, and
+    `LOOKAHEAD_BYTES_PER_PIXEL` per frame of look-ahead), the writer's conversion (`WRITER_BYTES_PER_PIXEL`),
+    and per frame of a batch, 3 bytes (uint8 RGB) of input and of output frames in each of the
+    `QUEUE_BATCHES` + 2 batches alive. Batches get as many frames as fit (1 to `batch_size`) beside the
+    encoder's own look-ahead; when even one frame does not fit, libx264's look-ahead (`rc-lookahead`) is
+    shortened to what does, down to none. Other encoders keep theirs (the batch is still sized).
+    """
+    if memory_budget is None:
+        return MemoryPlan(batch_size)
+    out_pixels = width * height * scale * scale
+    per_frame = (QUEUE_BATCHES + 2) * 3 * (width * height + out_pixels)
+    fixed = (ENCODER_BYTES_PER_PIXEL + WRITER_BYTES_PER_PIXEL) * out_pixels
+    x264 = codec in X264_CODECS
+    lookahead = X264_LOOKAHEAD[preset or "medium"] if x264 else 0
+    room = memory_budget - fixed - lookahead * LOOKAHEAD_BYTES_PER_PIXEL * out_pixels
+    frames = max(1, min(batch_size, room // per_frame))
+    if not x264 or room >= per_frame:
+        return MemoryPlan(frames)
+    fits = (memory_budget - fixed - per_frame) // (LOOKAHEAD_BYTES_PER_PIXEL * out_pixels)
+    return MemoryPlan(frames, max(0, min(lookahead, fits)))
+
+
+# --- stage 1: the input -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FrameLook:
+    """What the output takes from the first frame: colour tags and orientation (display matrix)."""
+
+    colorspace: int
+    color_primaries: int
+    color_trc: int
+    display_matrix: tuple[int, ...] | None
+    rotation: int
+
+    @classmethod
+    def of(cls, frame) -> FrameLook:
+        matrix = _display_matrix(frame)
+        return cls(
+            colorspace=frame.colorspace,
+            color_primaries=frame.color_primaries,
+            color_trc=frame.color_trc,
+            display_matrix=matrix,
+            rotation=int(frame.rotation or 0) if matrix is not None else 0,
+        )
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive video frames between the stages: their timestamps (`pts` in `time_base`) and pixels, uint8
+    (N, H, W, 3) RGB (a tensor from the decoder, a numpy array once upscaled); `look` is the first frame's."""
+
+    pts: tuple[int | None, ...]
+    time_base: Fraction | None
+    pixels: Any
+    look: FrameLook
+
+    def __len__(self) -> int:
+        return len(self.pts)
+
+
+@dataclass(frozen=True)
+class AudioPiece:
+    """Audio of the input stream `stream` between the stages: a packet to copy, or frames decoded to
+    transcode."""
+
+    stream: Any
+    packet: Any = None
+    frames: tuple = ()
+
+
+class VideoDecoder:
+    """Stage 1: the input video. Opening it checks that it is a readable file with a video stream of known size
+    (`VideoError` otherwise); `check` tests the limits against the header; `items` decodes.
+
+    Attributes: `name`, `container`, `stream` (the video stream), `audio` (the audio streams), `width`,
+    `height`, `rate` (nominal frame rate), `duration` (seconds, None when the container does not say), `frames`
+    (as the header says, 0 when it does not).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike, *, max_frames: int | None = None, max_seconds: float | None = None
+    ) -> None:
+        self.name = str(path)
+        self.max_frames, self.max_seconds = max_frames, max_seconds
+        self.container = _open_input(path)
+        try:
+            self.stream = _video_stream(self.container)
+            if self.stream is None:
+                audio = ", ".join(s.codec_context.name for s in self.container.streams.audio)
+                raise VideoError(
+                    f"{self.name}: has no video stream" + (f" (audio only: {audio})" if audio else "")
+                )
+            self.audio = list(self.container.streams.audio)
+            self.width, self.height = self.stream.codec_context.width, self.stream.codec_context.height
+            if not self.width or not self.height:
+                raise VideoError(f"{self.name}: the video stream has no frame size")
+        except BaseException:
+            self.container.close()
+            raise
+        self.stream.thread_type = "AUTO"
+        self.rate = self.stream.average_rate or self.stream.guessed_rate
+        self.duration = _duration(self.container, self.stream)
+        self.frames = self.stream.frames
+
+    def __enter__(self) -> VideoDecoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.container.close()
+
+    def check(
+        self,
+        scale: int,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+    ) -> None:
+        """The limits against what the header says, before any frame is decoded (`VideoError`): frame size
+        (`check_frame_size`), frame count and the video stream's duration."""
+        check_frame_size(self.name, self.width, self.height, scale, max_pixels, max_output_pixels)
+        if self.max_frames is not None and self.frames > self.max_frames:
+            raise VideoError(
+                f"{self.name}: {self.frames} frames, over the limit of {self.max_frames} (max_frames)"
+            )
+        stream_seconds = (
+            float(self.stream.duration * self.stream.time_base)
+            if self.stream.duration is not None and self.stream.time_base
+            else None
+        )
+        if self.max_seconds is not None and stream_seconds is not None and stream_seconds > self.max_seconds:
+            raise VideoError(
+                f"{self.name}: {stream_seconds:.3g} s long, over the limit of {self.max_seconds:g} s "
+                "(max_seconds)"
+            )
+
+    def _check_length(self, count: int, seconds: float | None) -> None:
+        """The limits while decoding: the header may say less than the file holds."""
+        if self.max_frames is not None and count > self.max_frames:
+            raise VideoError(
+                f"{self.name}: holds more than {self.max_frames} frames (max_frames; the header said "
+                f"{self.frames or 'nothing'}); stopped while decoding"
+            )
+        if self.max_seconds is not None and seconds is not None and seconds >= self.max_seconds:
+            raise VideoError(
+                f"{self.name}: runs past {self.max_seconds:g} s (max_seconds; a frame at {seconds:.3f} s); "
+                "stopped while decoding"
+            )
+
+    def items(self, batch_size: int, transcode: Iterable = ()) -> Iterator[FrameBatch | AudioPiece]:
+        """Video frames as `FrameBatch`es of `batch_size` RGB frames (the last may be shorter) and audio as
+        `AudioPiece`s, in file order: packets to copy, or decoded frames for the streams in `transcode`."""
+        import numpy as np
+        import torch
+
+        transcode = set(transcode)
+        arrays, pts, look, time_base = [], [], None, None
+        count, start = 0, None
+
+        def batch() -> FrameBatch:
+            return FrameBatch(tuple(pts), time_base, torch.from_numpy(np.stack(arrays)), look)
+
+        for packet in self.container.demux(self.stream, *self.audio):
+            if packet.stream.type == "audio":
+                if packet.stream in transcode:  # also the empty packet at the end, which flushes the decoder
+                    yield AudioPiece(packet.stream, frames=tuple(packet.decode()))
+                elif packet.dts is not None:  # skip the demuxer's empty flush packets
+                    yield AudioPiece(packet.stream, packet=packet)
+                continue
+            for frame in packet.decode():
+                count += 1
+                if frame.pts is not None and frame.time_base:
+                    start = frame.pts if start is None else start
+                    seconds = float((frame.pts - start) * frame.time_base)
+                else:
+                    seconds = (count - 1) / self.rate if self.rate else None
+                self._check_length(count, seconds)
+                if not arrays:
+                    look, time_base = FrameLook.of(frame), frame.time_base
+                # The frames become RGB at once (the decoder's own buffers are released), at the stream's size.
+                arrays.append(frame.to_ndarray(format="rgb24", width=self.width, height=self.height))
+                pts.append(frame.pts)
+                if len(arrays) == batch_size:
+                    yield batch()
+                    arrays, pts = [], []
+        if arrays:
+            yield batch()
+
+
+# --- stage 2: the model -------------------------------------------------------------------------------------
+
+
+def upscale_frames(
+    frames,
+    model: str | os.PathLike | ESPCNForImageSuperResolution,
+    *,
+    size: tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+):
+    """Super-resolve a batch of video frames: uint8 (N, H, W, 3) RGB (numpy array or tensor) -> uint8 numpy
+    (N, rH, rW, 3), cropped to `size` = (height, width) when given. The stage 2 of `upscale_video`, public for
+    pipelines of one's own (e.g. frames from OpenCV or a camera: convert BGR to RGB first). `model` and `device`
+    as in `upscale` (load a model once with `load_model` to reuse it across batches); `max_pixels` and
+    `max_output_pixels` as for images (`VideoError`).
+
+    Everything between the two byte arrays runs on the model's device: on a GPU only bytes cross the bus, and
+    the float64 rounding of `quantize_uint8` runs there, not on the host. The output is rounded tile by tile
+    into the uint8 result (`upscale_tensor`'s tiles: 256 px on a CPU, whole frames on a GPU when they fit), so
+    no full-size float copy of the batch is ever made: a 5760x3240 output frame is 56 MB, its float32 copy was
+    224 MB and the float64 rounding 448 MB. (Measured before the byte path: on an H100 whose network takes
+    1.2 ms per 1080p frame, the SR stage with float frames and host-side rounding ran at 31.6 fps:
+    benchmarks/speed_video_cuda.md.)
+    """
+    import numpy as np
+    import torch
+
+    from . import inference
+    from .metrics import quantize_uint8
+
+    model = inference.placed_model(model, device)
+    pixels = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {pixels.dtype} {tuple(pixels.shape)}")
+    r = model.config.upscale_factor
+    count, height, width = pixels.shape[:3]
+    check_frame_size("frames", width, height, r, max_pixels, max_output_pixels)
+    out_height, out_width = (height * r, width * r) if size is None else size
+    device = next(model.parameters()).device
+    result = torch.empty((count, out_height, out_width, 3), dtype=torch.uint8, device=device)
+
+    def write(top: int, left: int, tile: torch.Tensor) -> None:
+        rows, cols = min(tile.shape[-2], out_height - top), min(tile.shape[-1], out_width - left)
+        if rows > 0 and cols > 0:
+            part = quantize_uint8(tile[..., :rows, :cols])  # clamps to [0, 1] first
+            result[:, top : top + rows, left : left + cols] = part.permute(0, 2, 3, 1)
+
+    batch = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    inference.upscale_tensor(model, batch, write=write)
+    return result.cpu().numpy()
+
+
+# --- stage 3: the output ------------------------------------------------------------------------------------
+
+
+def _try_mux(format_name: str, add_stream: Callable, packets: Callable) -> bool:
+    """True when FFmpeg's `format_name` muxer writes a whole file (trailer included, in memory) with one stream,
+    `add_stream(container)`, holding `packets(stream)`."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(), "w", format=format_name) as output:
+            stream = add_stream(output)
+            for packet in packets(stream):
+                output.mux(packet)
+    except (
+        av.error.FFmpegError,
+        ValueError,
+        TypeError,
+        NotImplementedError,
+    ):  # what PyAV raises for "cannot"
+        return False
+    return True
+
+
+def _first_packets(path: str, index: int, count: int = 4) -> list:
+    """The first `count` packets of the audio stream `index` (in the file's audio streams) of `path`."""
+    found = []
+    with _open_input(path) as container:
+        for packet in container.demux(container.streams.audio[index]):
+            if packet.dts is not None and packet.size:
+                found.append(packet)
+                if len(found) == count:
+                    break
+    return found
+
+
+def _aac_packets(stream) -> list:
+    import av
+    import numpy as np
+
+    layout = stream.codec_context.layout
+    frame = av.AudioFrame.from_ndarray(
+        np.zeros((layout.nb_channels, 2048), np.float32), format="fltp", layout=layout
+    )
+    rate = stream.codec_context.sample_rate
+    frame.sample_rate, frame.pts, frame.time_base = rate, 0, Fraction(1, rate)
+    return [*stream.encode(frame), *stream.encode(None)]
+
+
+def plan_audio(source: VideoDecoder, format_name: str, dst: str | os.PathLike) -> dict:
+    """How each audio stream of `source` goes into a `format_name` file: "copy" (packet for packet) when the
+    format stores it as it is, else `TRANSCODED_AUDIO_CODEC` ("aac"), else `VideoError` naming `dst`. Both are
+    tried on a few packets in memory (`_try_mux`), not looked up: FFmpeg's list says mp4 stores PCM, but stereo
+    PCM in mp4 fails when the file is finished, after all the work."""
+    plan = {}
+    for index, stream in enumerate(source.audio):
+        packets = _first_packets(source.name, index)
+
+        def copied(out, packets=packets):
+            for packet in packets:
+                packet.stream = out
+            return packets
+
+        if _try_mux(format_name, lambda out, s=stream: out.add_stream_from_template(s), copied):
+            plan[stream] = "copy"
+        elif _try_mux(format_name, lambda out, s=stream: _audio_encoder(out, s), _aac_packets):
+            plan[stream] = TRANSCODED_AUDIO_CODEC
+        else:
+            raise VideoError(
+                f"{dst}: the {format_name} format cannot store the input's {stream.codec_context.name} audio, "
+                f"copied or as {TRANSCODED_AUDIO_CODEC}; write to .mkv instead"
+            )
+    return plan
+
+
+def _audio_encoder(output, stream):
+    """An AAC stream in `output` for the input audio `stream`: same rate and number of channels (in the default
+    layout for that number: AAC takes no unnamed channel order, e.g. PCM from Matroska's "2 channels")."""
+    context = stream.codec_context
+    layout = context.layout.name
+    if layout.endswith("channels"):  # "2 channels": no channel order
+        layout = DEFAULT_LAYOUTS.get(context.layout.nb_channels, layout)
+    return output.add_stream(TRANSCODED_AUDIO_CODEC, rate=context.sample_rate, layout=layout)
+
+
+def encoder_options(codec: str, crf: int | None, preset: str | None, lookahead: int | None = None) -> dict:
+    """The FFmpeg options of the video encoder."""
+    options = {"crf": str(crf), **CRF_CODECS[codec]} if crf is not None and codec in CRF_CODECS else {}
+    if preset is not None:
+        options["preset"] = preset
+    if lookahead is not None:
+        options["rc-lookahead"] = str(lookahead)
+    return options
+
+
+class VideoEncoder:
+    """Stage 3: the output file `path` (`format_name`, e.g. "mp4"). `write` takes the items of
+    `VideoDecoder.items` once upscaled: the video stream is added at the first `FrameBatch` (it takes the
+    first frame's colour tags and display matrix and `source`'s time base, frame rate and pixel aspect ratio),
+    the audio streams after it in input order, copied or transcoded as `audio` says (`plan_audio`); audio that
+    comes first waits for it. `finish` flushes the encoders; leaving the `with` block closes the file.
+
+    Attributes: `frames` (written so far), `rotation` (degrees, from the display matrix written).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        format_name: str,
+        source: VideoDecoder,
+        *,
+        size: tuple[int, int],
+        codec: str = DEFAULT_CODEC,
+        pix_fmt: str = DEFAULT_PIX_FMT,
+        options: dict | None = None,
+        audio: dict | None = None,
+    ) -> None:
+        import av
+
+        self.source, self.size, self.codec, self.pix_fmt = source, size, codec, pix_fmt
+        self.options, self.audio = options or {}, audio or {}
+        self.output = av.open(str(path), "w", format=format_name)
+        self.video = None
+        self._audio_out: dict = {}
+        self._pending: list[AudioPiece] = []
+        self.frames = self.rotation = 0
+
+    def __enter__(self) -> VideoEncoder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.output.close()
+
+    def _start(self, look: FrameLook) -> None:
+        stream = self.source.stream
+        video = self.output.add_stream(self.codec, rate=self.source.rate)
+        video.width, video.height = self.size
+        video.pix_fmt = self.pix_fmt
+        video.time_base = stream.time_base
+        video.codec_context.time_base = stream.time_base
+        context = video.codec_context
+        context.colorspace = (
+            look.colorspace if look.colorspace not in (0, 2) else 1
+        )  # the input's, else BT.709
+        context.color_range = 1  # limited ("tv") range
+        if look.color_primaries not in (0, 2):
+            context.color_primaries = look.color_primaries
+        if look.color_trc not in (0, 2):
+            context.color_trc = look.color_trc
+        if stream.sample_aspect_ratio:
+            context.sample_aspect_ratio = stream.sample_aspect_ratio
+        if self.options:
+            video.options = self.options
+        if look.display_matrix is not None:
+            video.set_display_matrix(list(look.display_matrix))
+            self.rotation = look.rotation
+        self.video = video
+        # The video stream first, then the audio streams in their input order.
+        for audio in self.source.audio:
+            how = self.audio.get(audio, "copy")
+            self._audio_out[audio] = (
+                self.output.add_stream_from_template(audio)
+                if how == "copy"
+                else _audio_encoder(self.output, audio)
+            )
+
+    def _mux_audio(self, piece: AudioPiece) -> None:
+        out = self._audio_out[piece.stream]
+        if piece.packet is not None:
+            piece.packet.stream = out
+            self.output.mux(piece.packet)
+        for frame in piece.frames:
+            self.output.mux(out.encode(frame))
+
+    def write(self, item: FrameBatch | AudioPiece) -> None:
+        import av
+        import numpy as np
+
+        if isinstance(item, AudioPiece):
+            self._pending.append(item)
+        else:
+            if self.video is None:
+                self._start(item.look)
+            colorspace = self.video.codec_context.colorspace
+            for pts, array in zip(item.pts, np.asarray(item.pixels), strict=True):  # numpy, or a CPU tensor
+                frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+                frame = frame.reformat(format=self.pix_fmt, dst_colorspace=colorspace)
+                frame.pts, frame.time_base = pts, item.time_base
+                self.output.mux(self.video.encode(frame))
+            self.frames += len(item)
+        if self.video is not None:
+            for piece in self._pending:
+                self._mux_audio(piece)
+            self._pending.clear()
+
+    def finish(self) -> None:
+        """Flush the encoders (`VideoError` when no frame was written)."""
+        if self.video is None:
+            raise VideoError(f"{self.source.name}: the video stream has no decodable frames")
+        self.output.mux(self.video.encode(None))
+        for audio, out in self._audio_out.items():
+            if self.audio.get(audio, "copy") != "copy":
+                self.output.mux(out.encode(None))
+
+
+# --- the three stages together ------------------------------------------------------------------------------
+
+
 class _Stopped(Exception):
     """Another stage of the pipeline stopped (its error, if any, is raised by the caller)."""
 
@@ -289,49 +849,71 @@ def _get(q: queue.Queue, stop: threading.Event):
             raise _Stopped
 
 
-def _rgb_batch(frames: list, width: int, height: int) -> torch.Tensor:
-    """The decoded frames as one uint8 (N, H, W, 3) RGB tensor: it travels to the model's device as bytes (4x less
-    than float32) and becomes float there (`upscale_frames`)."""
-    import numpy as np
-    import torch
-
-    arrays = [f.to_ndarray(format="rgb24", width=width, height=height) for f in frames]
-    return torch.from_numpy(np.stack(arrays))
+_END = object()
 
 
-def upscale_frames(
-    frames,
-    model: str | os.PathLike | ESPCNForImageSuperResolution,
+def run_stages(
+    items: Iterable,
+    transform: Callable[[Any], Any],
+    consume: Callable[[Any], None],
     *,
-    size: tuple[int, int] | None = None,
-    device: str | torch.device | None = None,
-):
-    """Super-resolve a batch of video frames: uint8 (N, H, W, 3) RGB (numpy array or tensor) -> uint8 numpy
-    (N, rH, rW, 3), cropped to `size` = (height, width) when given. The stage 2 of `upscale_video`, public for
-    pipelines of one's own (e.g. frames from OpenCV or a camera: convert BGR to RGB first). `model` and `device`
-    as in `upscale` (load a model once with `load_model` to reuse it across batches).
+    size: int = QUEUE_BATCHES,
+) -> None:
+    """`consume(transform(item))` for every item of `items`, in order, in three overlapping stages: `items` is
+    drawn in a thread of its own, `transform` runs in the calling thread and `consume` in another thread, with
+    queues of `size` items between them (so at most `size` + 2 items are alive between two stages). The first
+    exception of any stage stops the other two and is raised here."""
+    stop = threading.Event()
+    drawn: queue.Queue = queue.Queue(maxsize=size)
+    done: queue.Queue = queue.Queue(maxsize=size)
 
-    Everything between the two byte arrays runs on the model's device: on a GPU only bytes cross the bus, and the
-    float64 rounding of `quantize_uint8` runs there, not on the host. (Measured before: on an H100 whose network
-    takes 1.2 ms per 1080p frame, the SR stage with float frames and host-side rounding ran at 31.6 fps:
-    benchmarks/speed_video_cuda.md.)
-    """
-    import numpy as np
-    import torch
+    def draw() -> None:
+        for item in items:
+            _put(drawn, item, stop)
+        _put(drawn, _END, stop)
 
-    from .inference import placed_model, upscale
-    from .metrics import quantize_uint8
+    def give() -> None:
+        while (item := _get(done, stop)) is not _END:
+            consume(item)
 
-    model = placed_model(model, device)
-    pixels = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
-    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 (N, H, W, 3) RGB, got {pixels.dtype} {tuple(pixels.shape)}")
-    device = next(model.parameters()).device
-    batch = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
-    result = upscale(batch, model)
-    if size is not None:
-        result = result[..., : size[0], : size[1]]
-    return quantize_uint8(result).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+    reader, writer = _Stage("espcn-decode", draw, stop), _Stage("espcn-encode", give, stop)
+    reader.start()
+    writer.start()
+    try:
+        while (item := _get(drawn, stop)) is not _END:
+            _put(done, transform(item), stop)
+        _put(done, _END, stop)
+    except _Stopped:
+        pass
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        writer.join()
+        stop.set()  # the writer is done: a reader still blocked on a full queue may leave
+        reader.join()
+    for stage in (reader, writer):
+        if stage.error is not None:
+            raise stage.error
+
+
+def _check_options(batch_size, codec, preset, max_frames, max_seconds, memory_budget) -> None:
+    import av
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if preset is not None and (preset not in ENCODER_PRESETS or codec not in PRESET_CODECS):
+        raise ValueError(
+            f"preset={preset!r}: must be one of {ENCODER_PRESETS}, with one of the encoders {PRESET_CODECS} (codec={codec!r})"
+        )
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds}")
+    if memory_budget is not None and memory_budget < 0:
+        raise ValueError(f"memory_budget must be >= 0 bytes or None, got {memory_budget}")
+    if codec not in av.codecs_available:
+        raise VideoError(f"unknown video encoder {codec!r} in this FFmpeg build")
 
 
 def upscale_video(
@@ -347,6 +929,11 @@ def upscale_video(
     pix_fmt: str = DEFAULT_PIX_FMT,
     preset: str | None = None,
     progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+    max_frames: int | None = None,
+    max_seconds: float | None = None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
 ) -> VideoInfo:
     """Super-resolve every frame of the video `src` into `dst` (container chosen by `dst`'s extension).
 
@@ -355,18 +942,28 @@ def upscale_video(
         dst: the output file; written atomically, never equal to `src`.
         model: an `ESPCNForImageSuperResolution`, a folder written by `save_pretrained`, or a Hub repo id.
         scale: when given, must equal the model's upscale factor (a guard against the wrong checkpoint).
-        batch_size: frames per forward pass.
+        batch_size: frames per forward pass, at most (fewer when `memory_budget` needs it).
         device: where the model runs ("cpu", "cuda", ...); default: where the model is.
         crf: constant-quality setting for libx264/libx265/libvpx-vp9/libaom-av1 (0 = lossless with libx264,
             18 = visually lossless, 23 = FFmpeg's default); None leaves the encoder's default.
         codec, pix_fmt: the FFmpeg encoder and pixel format of the output (default H.264, yuv420p).
-        preset: the speed preset of libx264/libx265 (`ENCODER_PRESETS`, "ultrafast" ... "veryslow"); None = the encoder's
-            default ("medium"). At 1080p the encoder is the slowest stage after the network: on the 2-core CPU
-            "veryfast" encoded 2.6x and "ultrafast" 8.9x as many frames per second as "medium", at the same crf,
-            in files 1% smaller and 22% larger (benchmarks/speed_video_cpu.md).
+        preset: the speed preset of libx264/libx265 (`ENCODER_PRESETS`, "ultrafast" ... "veryslow"); None = the
+            encoder's default ("medium"). At 1080p the encoder is the slowest stage after the network: on the
+            2-core CPU "veryfast" encoded 2.6x and "ultrafast" 8.9x as many frames per second as "medium", at the
+            same crf, in files 1% smaller and 22% larger (benchmarks/speed_video_cpu.md).
         progress: show a tqdm bar (frames, frames per second).
+        max_pixels, max_output_pixels: refuse frames over these sizes (input, upscaled output; the image
+            limits, 36 and 200 Mpx by default), checked from the header before any frame is decoded. None
+            disables either.
+        max_frames, max_seconds: refuse longer videos (None: no limit), checked against the header and again
+            while decoding, so a file that holds more than its header says stops at the limit.
+        memory_budget: bytes for the frames in flight and the encoder, beside the process itself; sizes the
+            batches and, for libx264, the look-ahead (`plan_memory`). None: `batch_size` and the encoder's
+            options as they are.
 
-    Returns: `VideoInfo` of the output. Raises `VideoError` for unreadable input or an impossible output.
+    Returns: `VideoInfo` of the output. Raises `VideoError` for unreadable input, a limit, or an impossible
+    output (all before any frame is decoded, except what only decoding can tell); nothing is left at `dst`
+    then.
     """
     if not _have_pyav():
         raise VideoError(f"{src}: reading videos needs PyAV: pip install 'espcn-hf[video]'")
@@ -376,180 +973,87 @@ def upscale_video(
     from .inference import placed_model
 
     src_path, dst_path = Path(src), Path(dst)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if preset is not None and (preset not in ENCODER_PRESETS or codec not in PRESET_CODECS):
-        raise ValueError(
-            f"preset={preset!r}: must be one of {ENCODER_PRESETS}, with one of the encoders {PRESET_CODECS} (codec={codec!r})"
-        )
+    _check_options(batch_size, codec, preset, max_frames, max_seconds, memory_budget)
     if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):  # links too
         raise VideoError(f"{dst}: refusing to overwrite the input video")
-    if codec not in av.codecs_available:
-        raise VideoError(f"unknown video encoder {codec!r} in this FFmpeg build")
     model = placed_model(model, device)
     r = model.config.upscale_factor
     if scale is not None and scale != r:
         raise ValueError(f"scale={scale} but the model upscales x{r}")
     format_name, supported = _output_format(dst_path)
 
-    container = _open_input(src_path)
-    with container:
-        stream = _video_stream(container)
-        if stream is None:
-            raise VideoError(f"{src}: has no video stream (audio only?)")
+    with VideoDecoder(src_path, max_frames=max_frames, max_seconds=max_seconds) as source:
+        source.check(r, max_pixels, max_output_pixels)
         if supported and av.codec.Codec(codec, "w").canonical_name not in supported:
             raise VideoError(
                 f"{dst}: the {format_name} format cannot store {codec} video; pick another extension"
             )
-        audio_in = list(container.streams.audio)
-        audio_codecs = tuple(a.codec_context.name for a in audio_in)
-        for audio in audio_in:
-            if supported and audio.codec_context.name not in supported:
-                raise VideoError(
-                    f"{dst}: the {format_name} format cannot store the input's {audio.codec_context.name} audio "
-                    "(copied unchanged); write to .mkv instead"
-                )
-        stream.thread_type = "AUTO"
-        in_width, in_height = stream.codec_context.width, stream.codec_context.height
-        if not in_width or not in_height:
-            raise VideoError(f"{src}: the video stream has no frame size")
-        out_width, out_height = _even_size(in_width * r, in_height * r, pix_fmt)
-        rate, duration = stream.average_rate or stream.guessed_rate, _duration(container, stream)
-        bar = tqdm(total=stream.frames or None, unit="frame", desc=src_path.name, disable=not progress)
-        stop = threading.Event()
-        # decoded: ("video", frames, uint8 pixels) | ("audio", packet); upscaled: the same with the uint8 SR frames
-        decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        upscaled: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
-        written = {"frames": 0, "rotation": 0}
-        try:
-            with atomic_path(dst_path) as tmp, av.open(str(tmp), "w", format=format_name) as output:
+        audio = plan_audio(source, format_name, dst_path)
+        out_width, out_height = _even_size(source.width * r, source.height * r, pix_fmt)
+        plan = plan_memory(
+            source.width, source.height, r,
+            batch_size=batch_size, codec=codec, preset=preset, memory_budget=memory_budget,
+        )  # fmt: skip
+        transcode = [stream for stream, how in audio.items() if how != "copy"]
 
-                def read() -> None:  # stage 1 (thread): demux, decode, convert to RGB, batch
-                    batch: list = []
-                    for packet in container.demux(stream, *audio_in):
-                        if packet.stream.type == "audio":
-                            if packet.dts is not None:  # skip the demuxer's empty flush packets
-                                _put(decoded, ("audio", packet), stop)
-                            continue
-                        for frame in packet.decode():
-                            batch.append(frame)
-                            if len(batch) == batch_size:
-                                _put(decoded, ("video", batch, _rgb_batch(batch, in_width, in_height)), stop)
-                                batch = []
-                    if batch:
-                        _put(decoded, ("video", batch, _rgb_batch(batch, in_width, in_height)), stop)
-                    _put(decoded, None, stop)
+        def upscaled(item):
+            if isinstance(item, FrameBatch):
+                pixels = upscale_frames(
+                    item.pixels, model, size=(out_height, out_width),
+                    max_pixels=max_pixels, max_output_pixels=max_output_pixels,
+                )  # fmt: skip
+                return FrameBatch(item.pts, item.time_base, pixels, item.look)
+            return item
 
-                def start(first) -> av.video.stream.VideoStream:
-                    rate = stream.average_rate or stream.guessed_rate
-                    video = output.add_stream(codec, rate=rate)
-                    video.width, video.height, video.pix_fmt = out_width, out_height, pix_fmt
-                    video.time_base = stream.time_base
-                    video.codec_context.time_base = stream.time_base
-                    # the input's colour matrix, BT.709 (1) when unknown
-                    video.codec_context.colorspace = first.colorspace if first.colorspace not in (0, 2) else 1
-                    video.codec_context.color_range = 1  # limited ("tv") range
-                    if first.color_primaries not in (0, 2):
-                        video.codec_context.color_primaries = first.color_primaries
-                    if first.color_trc not in (0, 2):
-                        video.codec_context.color_trc = first.color_trc
-                    if stream.sample_aspect_ratio:
-                        video.codec_context.sample_aspect_ratio = stream.sample_aspect_ratio
-                    options = (
-                        {"crf": str(crf), **CRF_CODECS[codec]}
-                        if crf is not None and codec in CRF_CODECS
-                        else {}
-                    )
-                    if preset is not None:
-                        options["preset"] = preset
-                    if options:
-                        video.options = options
-                    matrix = _display_matrix(first)
-                    if matrix is not None:
-                        video.set_display_matrix(matrix)
-                        written["rotation"] = int(first.rotation or 0)
-                    return video
+        with tqdm(total=source.frames or None, unit="frame", desc=src_path.name, disable=not progress) as bar:
+            try:
+                with atomic_path(dst_path) as tmp, VideoEncoder(
+                    tmp, format_name, source, size=(out_width, out_height), codec=codec, pix_fmt=pix_fmt,
+                    options=encoder_options(codec, crf, preset, plan.lookahead), audio=audio,
+                ) as encoder:  # fmt: skip
 
-                def write() -> None:  # stage 3 (thread): RGB -> pix_fmt, encode, mux video and audio in order
-                    video, audio_out, pending = None, {}, []  # pending: audio before the first video frame
-                    while (item := _get(upscaled, stop)) is not None:
-                        if item[0] == "audio":
-                            pending.append(item[1])
-                        else:
-                            _, frames, rgb = item
-                            if video is None:
-                                video = start(frames[0])
-                                # The video stream first, then the audio streams in their input order.
-                                audio_out = {a: output.add_stream_from_template(a) for a in audio_in}
-                            for frame, array in zip(frames, rgb, strict=True):
-                                out = av.VideoFrame.from_ndarray(array, format="rgb24")
-                                out = out.reformat(
-                                    format=pix_fmt, dst_colorspace=video.codec_context.colorspace
-                                )
-                                out.pts, out.time_base = frame.pts, frame.time_base
-                                output.mux(video.encode(out))
-                            written["frames"] += len(frames)
-                            bar.update(len(frames))
-                        if video is not None:
-                            for packet in pending:
-                                packet.stream = audio_out[packet.stream]
-                                output.mux(packet)
-                            pending.clear()
-                    if video is None:
-                        raise VideoError(f"{src}: the video stream has no decodable frames")
-                    output.mux(video.encode(None))
+                    def write(item) -> None:
+                        encoder.write(item)
+                        if isinstance(item, FrameBatch):
+                            bar.update(len(item))
 
-                reader, writer = _Stage("espcn-decode", read, stop), _Stage("espcn-encode", write, stop)
-                reader.start()
-                writer.start()
-                try:  # stage 2 (this thread): super-resolution
-                    while (item := _get(decoded, stop)) is not None:
-                        if item[0] == "video":
-                            _, frames, pixels = item
-                            item = (
-                                "video",
-                                frames,
-                                upscale_frames(pixels, model, size=(out_height, out_width)),
-                            )
-                        _put(upscaled, item, stop)
-                    _put(upscaled, None, stop)
-                except _Stopped:
-                    pass
-                except BaseException:
-                    stop.set()
-                    raise
-                finally:
-                    writer.join()
-                    stop.set()  # the writer is done: a reader still blocked on a full queue may leave
-                    reader.join()
-                for stage in (reader, writer):
-                    if isinstance(stage.error, av.error.FFmpegError):
-                        raise VideoError(f"{src} -> {dst}: FFmpeg failed ({stage.error})") from None
-                    if stage.error is not None:
-                        raise stage.error
-        finally:
-            bar.close()
+                    run_stages(source.items(plan.batch_size, transcode), upscaled, write)
+                    encoder.finish()
+            except av.error.FFmpegError as error:
+                # named by the files the caller knows, not by the hidden temporary file
+                raise VideoError(f"{src} -> {dst}: FFmpeg failed ({_ffmpeg_reason(error)})") from None
     return VideoInfo(
         path=str(dst_path),
         format=format_name,
         width=out_width,
         height=out_height,
-        frames=written["frames"],
-        rate=rate,
+        frames=encoder.frames,
+        rate=source.rate,
         codec=codec,
-        audio_codecs=audio_codecs,
-        rotation=written["rotation"],
-        duration=duration,
+        audio_codecs=tuple(a.codec_context.name if how == "copy" else how for a, how in audio.items()),
+        rotation=encoder.rotation,
+        duration=source.duration,
     )
 
 
 __all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "ENCODER_PRESETS",
     "VIDEO_EXTENSIONS",
+    "AudioPiece",
+    "FrameBatch",
+    "MemoryPlan",
+    "VideoDecoder",
+    "VideoEncoder",
     "VideoError",
     "VideoInfo",
-    "ENCODER_PRESETS",
+    "check_frame_size",
+    "encoder_options",
     "is_video",
+    "plan_audio",
+    "plan_memory",
     "probe_video",
+    "run_stages",
     "upscale_frames",
     "upscale_video",
 ]

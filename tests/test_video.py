@@ -1,10 +1,13 @@
 """Video files end to end (`espcn_hf.video`) on tiny clips generated here with PyAV: 32x24, 12 frames at 12 fps,
-an AAC audio track and a 90-degree display rotation. Each test runs in well under a second."""
+an AAC audio track and a 90-degree display rotation (and a few made for one case: an 8K frame, a clip whose header
+lies about its length, PCM audio). Each test runs in a second or two; the ones with a child process in about ten."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -279,14 +282,15 @@ def test_exception_mid_stream_leaves_no_file_and_keeps_an_old_output(clip, model
     target = tmp_path / "out.mp4"
     target.write_bytes(b"previous good output")
     calls = []
+    upscale_tensor = espcn_hf.inference.upscale_tensor  # what the SR stage runs once per batch
 
     def failing_upscale(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise RuntimeError("injected failure")
-        return upscale(*args, **kwargs)
+        return upscale_tensor(*args, **kwargs)
 
-    monkeypatch.setattr(espcn_hf.inference, "upscale", failing_upscale)
+    monkeypatch.setattr(espcn_hf.inference, "upscale_tensor", failing_upscale)
     with pytest.raises(RuntimeError, match="injected"):
         upscale_video(clip, target, model, batch_size=4, progress=False)
     assert target.read_bytes() == b"previous good output"
@@ -301,15 +305,15 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
         import time
         import espcn_hf.inference
         import espcn_hf.video as video
-        from espcn_hf import upscale
+        upscale_tensor = espcn_hf.inference.upscale_tensor
         calls = []
         def slow(*args, **kwargs):
             calls.append(1)
             if len(calls) == 2:
                 open({str(marker)!r}, "w").close()
                 time.sleep(60)
-            return upscale(*args, **kwargs)
-        espcn_hf.inference.upscale = slow
+            return upscale_tensor(*args, **kwargs)
+        espcn_hf.inference.upscale_tensor = slow
         video.upscale_video({str(clip)!r}, {str(target)!r}, {str(tiny_checkpoint)!r}, batch_size=2, progress=False)
         """
     )
@@ -327,9 +331,12 @@ def test_killed_process_leaves_no_file_at_the_output_path(clip, tiny_checkpoint,
             process.kill()
     assert not target.exists()
     leftovers = [p for p in tmp_path.iterdir() if p != marker]
-    assert all(is_partial_file(p) for p in leftovers)
+    assert leftovers and all(is_partial_file(p) for p in leftovers)
+    for leftover in leftovers:  # the re-run comes a minute later
+        os.utime(leftover, (time.time() - 60, time.time() - 60))
     upscale_video(clip, target, tiny_checkpoint, progress=False)  # a re-run completes
     assert len(decode(target)) == FRAMES
+    assert not [p for p in tmp_path.iterdir() if is_partial_file(p)]  # and removes what the killed run left
 
 
 def test_encoder_failure_in_the_writer_thread_is_one_error_and_no_file(clip, model, tmp_path):
@@ -378,3 +385,347 @@ def test_a_hard_link_to_the_input_is_the_input(clip, model, tmp_path):
     with pytest.raises(VideoError, match="overwrite the input"):
         upscale_video(source, link, model, progress=False)
     assert source.read_bytes() == before
+
+
+# --- the decoder, the encoder and the runner alone ("One home for each thing") --------------------------------
+
+
+def test_run_stages_keeps_the_order_and_bounds_what_is_in_flight():
+    import threading
+
+    from espcn_hf.video import run_stages
+
+    drawn, seen, threads = [], [], set()
+
+    def items():
+        for i in range(40):
+            drawn.append(i)
+            yield i
+
+    def transform(item):
+        threads.add(("transform", threading.current_thread() is threading.main_thread()))
+        return item * 2
+
+    def consume(item):
+        threads.add(("consume", threading.current_thread() is threading.main_thread()))
+        if not seen:
+            time.sleep(0.3)  # a slow first write: the other stages fill their queues and wait
+            assert len(drawn) <= 2 * 2 + 3  # two queues of 2, one item in each stage
+        seen.append(item)
+
+    run_stages(items(), transform, consume, size=2)
+    assert seen == [2 * i for i in range(40)]
+    assert threads == {("transform", True), ("consume", False)}  # the model runs in the caller's thread
+
+
+@pytest.mark.parametrize("stage", ["items", "transform", "consume"])
+def test_run_stages_raises_the_first_error_of_any_stage_and_stops_the_others(stage):
+    import threading
+
+    from espcn_hf.video import run_stages
+
+    drawn = []
+
+    def fails(where, i):
+        if stage == where and i == 3:
+            raise KeyError(f"failed in {where}")
+
+    def items():
+        for i in range(1000):
+            drawn.append(i)
+            fails("items", i)
+            yield i
+
+    def transform(item):
+        fails("transform", item)
+        return item
+
+    with pytest.raises(KeyError, match=f"failed in {stage}"):
+        run_stages(items(), transform, lambda item: fails("consume", item))
+    assert len(drawn) < 20  # stopped, not drawn to the end
+    assert not [t for t in threading.enumerate() if t.name.startswith("espcn-")]
+
+
+def test_the_decoder_and_the_encoder_alone_copy_a_clip(clip, tmp_path):
+    """Stage 1 and stage 3 without the model: the clip's frames through `VideoDecoder` and `VideoEncoder`
+    (lossless) give the same frames, timestamps, rotation and audio packets back."""
+    from espcn_hf.video import AudioPiece, FrameBatch, VideoDecoder, VideoEncoder, encoder_options
+
+    target = tmp_path / "copy.mp4"
+    with VideoDecoder(clip) as source:
+        assert (source.width, source.height, source.rate, source.frames) == (WIDTH, HEIGHT, RATE, FRAMES)
+        assert [a.codec_context.name for a in source.audio] == ["aac"]
+        items = list(source.items(5))
+        batches = [item for item in items if isinstance(item, FrameBatch)]
+        assert [len(b) for b in batches] == [5, 5, 2]
+        assert batches[0].pixels.dtype == torch.uint8 and batches[0].pixels.shape == (5, HEIGHT, WIDTH, 3)
+        assert batches[0].look.rotation == 90
+        assert sum(isinstance(item, AudioPiece) for item in items) == len(audio_packets(clip))
+        with VideoEncoder(
+            target,
+            "mp4",
+            source,
+            size=(WIDTH, HEIGHT),
+            pix_fmt="yuv444p",
+            options=encoder_options("libx264", 0, None),
+        ) as encoder:
+            for item in items:
+                encoder.write(item)
+            encoder.finish()
+        assert (encoder.frames, encoder.rotation) == (FRAMES, 90)
+    source_frames, copied = decode(clip), decode(target)
+    assert [t for t, _, _ in copied] == [t for t, _, _ in source_frames]
+    assert all(rotation == 90 for _, _, rotation in copied)
+    for (_, a, _), (_, b, _) in zip(source_frames, copied, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 3  # RGB <-> YCbCr rounding only
+    assert audio_packets(target) == audio_packets(clip)
+
+
+# --- limits and memory ("No wrong answers, no lost batches") ---------------------------------------------------
+
+
+def _count_sr_calls(monkeypatch) -> list:
+    import espcn_hf.inference
+
+    calls, real = [], espcn_hf.inference.upscale_tensor
+    monkeypatch.setattr(
+        espcn_hf.inference, "upscale_tensor", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k)
+    )
+    return calls
+
+
+def test_frames_over_the_size_limits_are_refused_from_the_header_before_decoding(
+    model, tmp_path, monkeypatch
+):
+    """A 7680x4320 video at x3 (299 Mpx frames out, over the 200 Mpx output limit) was refused only after a
+    batch of frames was decoded (5.8 GB peak, 15 s); the header decides now, before any frame is decoded."""
+    from espcn_hf.video import VideoDecoder
+
+    big = tmp_path / "8k.mp4"
+    with av.open(str(big), "w") as container:
+        stream = container.add_stream("libx264", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = 7680, 4320, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        frame = av.VideoFrame.from_ndarray(np.zeros((4320, 7680, 3), np.uint8), format="rgb24")
+        frame.pts, frame.time_base = 0, Fraction(1, RATE)
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+    def never(*args, **kwargs):
+        raise AssertionError("a frame was decoded")
+
+    monkeypatch.setattr(VideoDecoder, "items", never)
+    started = time.monotonic()
+    with pytest.raises(VideoError, match="output limit of 200,000,000") as error:
+        upscale_video(big, tmp_path / "out.mp4", model, progress=False)
+    assert str(big) in str(error.value) and "23040x12960" in str(error.value)
+    assert time.monotonic() - started < 5
+    small = make_clip(tmp_path / "small.mp4", frames=2, audio=False)
+    with pytest.raises(VideoError, match="max_pixels"):
+        upscale_video(small, tmp_path / "out.mp4", model, progress=False, max_pixels=WIDTH * HEIGHT - 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["8k.mp4", "small.mp4"]
+
+
+def test_batches_and_the_encoder_look_ahead_follow_the_memory_budget(clip, model, tmp_path, monkeypatch):
+    """A 1080p video at x3 peaked at 4.1 GB with the default options (batches of 4 frames of 5760x3240, and
+    libx264's 40 frames of look-ahead at that size): the batch and the look-ahead now come from a memory budget
+    that keeps a default run under about 2 GB; small videos run as asked."""
+    from espcn_hf.video import (
+        DEFAULT_MEMORY_BUDGET,
+        ENCODER_BYTES_PER_PIXEL,
+        LOOKAHEAD_BYTES_PER_PIXEL,
+        WRITER_BYTES_PER_PIXEL,
+        MemoryPlan,
+        plan_memory,
+    )
+
+    full_hd = plan_memory(1920, 1080, 3)
+    assert full_hd.batch_size == 1 and full_hd.lookahead is not None and full_hd.lookahead < 40
+    out = 5760 * 3240
+    estimate = (
+        ENCODER_BYTES_PER_PIXEL + WRITER_BYTES_PER_PIXEL + full_hd.lookahead * LOOKAHEAD_BYTES_PER_PIXEL
+    ) * out + 4 * 3 * (1920 * 1080 + out)
+    assert estimate <= DEFAULT_MEMORY_BUDGET <= 1.5e9
+    assert plan_memory(640, 360, 3) == MemoryPlan(4)  # 1080p out: as asked
+    assert plan_memory(640, 360, 3, batch_size=16) == MemoryPlan(16)
+    assert plan_memory(1920, 1080, 3, codec="libvpx-vp9") == MemoryPlan(
+        1
+    )  # other encoders keep their options
+    assert plan_memory(1920, 1080, 3, batch_size=8, memory_budget=None) == MemoryPlan(8)
+
+    calls = _count_sr_calls(monkeypatch)
+    upscale_video(clip, tmp_path / "small.mp4", model, progress=False, batch_size=5)
+    assert calls == [5, 5, 2]
+    calls.clear()
+    target = tmp_path / "tight.mp4"
+    upscale_video(clip, target, model, progress=False, batch_size=5, memory_budget=0)
+    assert calls == [1] * FRAMES and len(decode(target)) == FRAMES
+    for path, setting in ((tmp_path / "small.mp4", b"rc_lookahead=40"), (target, b"mbtree=0")):
+        with av.open(str(path)) as container:
+            assert setting in bytes(
+                next(p for p in container.demux(video=0) if p.size)
+            )  # x264's settings SEI
+
+
+def test_upscale_frames_never_holds_a_float_copy_of_the_frames(tiny_checkpoint):
+    """The SR stage kept a float32 copy of the upscaled batch and a float64 one for the rounding (a 1080p frame
+    at x3: 56 MB as bytes, 224 MB and 448 MB as floats); tiles are rounded into the uint8 result now. Peak RSS
+    growth for one 720p frame at x3 (3840x2160, 25 MB out), one thread, in a child process: 353 MB before."""
+    script = textwrap.dedent(
+        f"""
+        import resource, numpy as np, torch
+        torch.set_num_threads(1)
+        from espcn_hf.pretrained import load_model
+        from espcn_hf.video import upscale_frames
+        model = load_model({str(tiny_checkpoint)!r})
+        frames = np.zeros((1, 720, 1280, 3), np.uint8)
+        upscale_frames(frames[:, :64, :64], model)  # warm-up
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert upscale_frames(frames, model).shape == (1, 2160, 3840, 3)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    growth_mb = int(result.stdout.split()[-1])
+    assert growth_mb < 150, (
+        growth_mb
+    )  # the output (25 MB), the input as floats (11 MB) and 256-px tiles: 87 MB
+
+
+def _lying_clip(path: Path, frames: int = 1800) -> Path:
+    """A Matroska clip of `frames` frames at 30 fps (60 s) whose header says it lasts 1 s."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), i % 200, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 30)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    data = path.read_bytes()
+    duration = b"\x44\x89\x88" + struct.pack(">d", frames / 30 * 1000)  # Segment Duration, milliseconds
+    assert data.count(duration) == 1
+    data = data.replace(duration, b"\x44\x89\x88" + struct.pack(">d", 1000.0))
+    data = data.replace(b"00:01:00.000000000", b"00:00:01.000000000")  # the stream's DURATION tag
+    path.write_bytes(data)
+    return path
+
+
+def test_a_header_that_lies_about_the_length_stops_at_the_limit_while_decoding(model, tmp_path, monkeypatch):
+    """A clip that declares 1 s and holds 1,800 frames passed the length checks and was processed in full:
+    `max_seconds` and `max_frames` are enforced while decoding, with one error naming the file and the limit,
+    and no output file."""
+    liar = _lying_clip(tmp_path / "liar.mkv")
+    info = probe_video(liar)
+    assert info.duration == pytest.approx(1.0) and info.frames == 0  # what a pre-check sees
+    calls = _count_sr_calls(monkeypatch)
+    target = tmp_path / "out.mp4"
+    with pytest.raises(
+        VideoError, match=r"max_seconds; a frame at 10\.000 s\); stopped while decoding"
+    ) as error:
+        upscale_video(liar, target, model, progress=False, max_seconds=10)
+    assert str(liar) in str(error.value) and "past 10 s" in str(error.value)
+    assert sum(calls) <= 300  # the first 10 s at most, not 1,800 frames
+    calls.clear()
+    with pytest.raises(VideoError, match="holds more than 50 frames") as error:
+        upscale_video(liar, target, model, progress=False, max_frames=50)
+    assert str(liar) in str(error.value) and sum(calls) <= 50
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["liar.mkv"]
+    # An honest header is refused before anything is decoded.
+    honest = make_clip(tmp_path / "honest.mp4", audio=False)
+    calls.clear()
+    with pytest.raises(VideoError, match=f"{FRAMES} frames, over the limit of 5"):
+        upscale_video(honest, target, model, progress=False, max_frames=5)
+    with pytest.raises(VideoError, match="over the limit of 0.5 s"):
+        upscale_video(honest, target, model, progress=False, max_seconds=0.5)
+    assert calls == [] and not target.exists()
+    assert (
+        upscale_video(honest, target, model, progress=False, max_frames=FRAMES, max_seconds=1).frames
+        == FRAMES
+    )
+    for bad in ({"max_frames": 0}, {"max_seconds": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            upscale_video(honest, target, model, progress=False, **bad)
+
+
+# --- audio and bad files --------------------------------------------------------------------------------------
+
+
+def _clip_with_pcm(path: Path, layout: str = "stereo", rate: int = 48000) -> Path:
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=RATE)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=rate, layout=layout)
+        for i in range(FRAMES):
+            frame = av.VideoFrame.from_ndarray(clip_frame(i), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = (0.2 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+        channels = 2 if layout == "stereo" else 1
+        for start in range(0, rate, 1000):
+            chunk = np.repeat(samples[None, start : start + 1000], channels, axis=0)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return path
+
+
+def test_audio_the_output_cannot_store_is_transcoded_to_aac(model, tmp_path):
+    """Stereo PCM in .mp4 passed the codec check and failed at the trailer with av.error.ArgumentError naming
+    the hidden temporary file, after all the work. It is transcoded to AAC now (same rate and channels, same
+    length); PCM goes on being copied where the format stores it."""
+    source = _clip_with_pcm(tmp_path / "pcm.mkv")
+    target = tmp_path / "out.mp4"
+    info = upscale_video(source, target, model, progress=False)
+    assert info.audio_codecs == ("aac",) and info.frames == FRAMES
+    with av.open(str(target)) as container:
+        audio = container.streams.audio[0]
+        assert (audio.codec_context.name, audio.codec_context.channels, audio.codec_context.sample_rate) == (
+            "aac",
+            2,
+            48000,
+        )
+        samples = sum(frame.samples for frame in container.decode(audio))
+    assert 48000 <= samples <= 48000 + 1024  # one AAC frame of padding at most
+    assert len(decode(target)) == FRAMES
+    kept = upscale_video(source, tmp_path / "out.mov", model, progress=False)
+    assert kept.audio_codecs == ("pcm_s16le",)
+    assert b"".join(audio_packets(tmp_path / "out.mov")) == b"".join(
+        audio_packets(source)
+    )  # mov re-chunks PCM
+
+
+def test_a_truncated_or_audio_only_mp4_is_one_clear_video_error_on_the_cli(
+    clip, tiny_checkpoint, tmp_path, capsys
+):
+    """The command asks `is_video` first: a truncated .mp4 or an audio-only .mp4 was taken for an image and
+    refused with "a video file name, but the input is an image" (exit 2). They are broken videos: `upscale_video`
+    says what is wrong, on one line naming the file (exit 1)."""
+    from espcn_hf.cli import main
+
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    sound = tmp_path / "sound.mp4"
+    with av.open(str(sound), "w") as container:
+        write_audio(container, container.add_stream("aac", rate=SAMPLE_RATE, layout="mono"))
+    expected = {
+        truncated: "not a video file FFmpeg can read (Invalid data found when processing input): damaged, truncated",
+        sound: "has no video stream (audio only: aac)",
+    }
+    for source, message in expected.items():
+        assert is_video(source)
+        with pytest.raises(VideoError, match=re.escape(message)):
+            upscale_video(source, tmp_path / "out.mp4", tiny_checkpoint, progress=False)
+        target = tmp_path / f"{source.stem}_x3.mp4"
+        capsys.readouterr()
+        assert main(["upscale", str(source), "-o", str(target), "--model", str(tiny_checkpoint), "-q"]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and str(source) in errors[0] and message in errors[0], errors
+        assert not target.exists()
+    assert not is_video(tmp_path / "missing.mp4")
