@@ -19,6 +19,7 @@ import sys
 COMMANDS = {
     "upscale": ("super-resolve image and video files or folders", "espcn_hf.batch"),
     "export": ("export a model to ONNX (onnxruntime, transformers.js)", "espcn_hf.onnx_export"),
+    "web": ("build the in-browser page (onnxruntime-web, a static Space)", "espcn_hf.web"),
 }
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
