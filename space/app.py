@@ -94,6 +94,8 @@ MAX_VIDEO_OUTPUT = (1920, 1080)
 
 PAPER_URL = "https://arxiv.org/abs/1609.05158"
 CODE_URL = "https://github.com/espcn-hf/espcn-hf"
+# The same models in the visitor's browser, no server (a static Space built by `espcn-hf web`; espcn_hf.web.SPACE_URL)
+BROWSER_URL = "https://huggingface.co/spaces/espcn-hf/espcn-web"
 
 # Real photos from the standard benchmark sets (sources and licences in README.md), with readable labels.
 EXAMPLES = [
@@ -630,6 +632,7 @@ def _intro(lines: dict[int, str]) -> str:
         "Tick **downscale first** to turn a sharp photo into a real low-resolution input and see how much "
         f"of it comes back. Images up to {MAX_INPUT_PIXELS:,} pixels; short clips on the **Video** tab.\n\n"
         f"Models serving each scale:\n\n{models}\n\n"
+        f"Prefer to keep your image on your machine? [Run ESPCN in your browser]({BROWSER_URL}) (no upload).\n\n"
         f"Paper: [arXiv 1609.05158]({PAPER_URL}) · Code: [espcn-hf]({CODE_URL})"
     )
 
