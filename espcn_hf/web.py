@@ -65,8 +65,8 @@ MAX_INPUT_PIXELS = 4_000_000
 MAX_OUTPUT_PIXELS = 36_000_000
 # Tile cores in LR pixels, on WebAssembly and WebGPU. Any size gives the untiled result (the context is the
 # receptive-field radius, as in upscale()); 512 keeps a window's activations near 70 MB. On WebAssembly upscale()'s
-# CPU tile (inference.AUTO_TILE_SIZE, 256) ran about 1.4x slower than 512 or whole frames
-# (benchmarks/web_wasm.md).
+# CPU tile (inference.AUTO_TILE_SIZE, 256) was 1.2-1.6x slower for a 1080p x3 output (benchmarks/web_wasm.md,
+# its 256-px row).
 TILE_SIZE = 512
 # The static Space this folder is published as, and the headers it is served with: with them the page is
 # cross-origin isolated and onnxruntime-web runs WebAssembly on several threads (without them: one thread).
