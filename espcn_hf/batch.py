@@ -606,13 +606,15 @@ def add_parser(subparsers) -> None:
 
 
 def video_options(args: argparse.Namespace) -> dict:
-    """`upscale_video` keyword arguments from the parsed options."""
+    """`upscale_video` keyword arguments from the parsed options (the size limits apply to every frame)."""
     return {
         "crf": args.crf,
         "codec": args.codec,
         "pix_fmt": args.pix_fmt,
         "batch_size": args.batch_size,
         "preset": args.preset,
+        "max_pixels": args.max_pixels or None,
+        "max_output_pixels": args.max_output_pixels or None,
     }
 
 

@@ -580,7 +580,7 @@ def upscale_frames(
     import torch
 
     from . import inference
-    from .metrics import quantize_uint8
+    from .metrics import quantize_uint8, to_unit_float
 
     model = inference.placed_model(model, device)
     pixels = torch.as_tensor(np.asarray(frames)) if not isinstance(frames, torch.Tensor) else frames
@@ -599,7 +599,7 @@ def upscale_frames(
             part = quantize_uint8(tile[..., :rows, :cols])  # clamps to [0, 1] first
             result[:, top : top + rows, left : left + cols] = part.permute(0, 2, 3, 1)
 
-    batch = pixels.to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    batch = to_unit_float(pixels.to(device)).permute(0, 3, 1, 2)
     inference.upscale_tensor(model, batch, write=write)
     return result.cpu().numpy()
 

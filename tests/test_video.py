@@ -348,6 +348,27 @@ def test_encoder_failure_in_the_writer_thread_is_one_error_and_no_file(clip, mod
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_the_cli_size_limits_apply_to_videos_too(clip, tiny_checkpoint, tmp_path, capsys):
+    """--max-output-pixels bounds every frame of a video as it bounds an image (the CLI passed only the encoder
+    options to videos, so the library's default limits applied whatever the command line said)."""
+    from espcn_hf.cli import main
+
+    target = tmp_path / "clip_x3.mp4"
+    argv = [
+        "upscale",
+        str(clip),
+        "-o",
+        str(target),
+        "--model",
+        str(tiny_checkpoint),
+        "--max-output-pixels",
+        "1000",
+    ]
+    assert main(argv) == 1 and not target.exists()
+    err = capsys.readouterr().err
+    assert str(clip) in err and "1,000" in err and "Traceback" not in err
+
+
 def test_cli_upscales_a_video_and_a_folder_with_videos_and_images(clip, tiny_checkpoint, tmp_path, capsys):
     from espcn_hf.cli import main
 
