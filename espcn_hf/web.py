@@ -229,6 +229,8 @@ def _export_models(models: Sequence, folder: Path) -> dict[int, dict]:
         loaded, name, repo_id = _load(model)
         config = loaded.config
         scale = config.upscale_factor
+        if scale not in DEFAULT_SCALES:
+            raise WebBuildError(f"{name}: an x{scale} model; the page offers x2, x3 and x4")
         if scale in entries:
             raise WebBuildError(f"two models for x{scale}: {entries[scale]['name']} and {name}")
         path = export_onnx(loaded, folder / f"espcn-x{scale}.onnx")

@@ -7,6 +7,7 @@ npm and the registry); without either they are skipped with the reason.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -82,6 +83,28 @@ def test_damaged_tarball_is_one_line(tmp_path, capsys):
     assert cli_main(["web", str(tmp_path / "site"), "--npm-cache", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "damaged" in err and "delete it and build again" in err
+
+
+@pytest.mark.slow
+def test_models_option_builds_the_scales_it_names(tiny_checkpoint, tmp_path, capsys):
+    try:
+        web.runtime_files()  # the build cache, else npm once
+    except web.WebBuildError as error:
+        pytest.skip(f"{web.ORT_PACKAGE} is not available: {error}")
+    site = tmp_path / "site"
+    assert cli_main(["web", str(site), "--models", str(tiny_checkpoint), str(tiny_checkpoint)]) == 1
+    assert "two models for x3" in capsys.readouterr().err and not site.exists()
+    for _ in range(2):  # the second build replaces the first
+        assert cli_main(["web", str(site), "-q", "--models", str(tiny_checkpoint)]) == 0
+    manifest = json.loads((site / "site.json").read_text())
+    assert list(manifest["models"]) == ["3"] and manifest["default_scale"] == 3
+    entry = manifest["models"]["3"]
+    assert entry["repo_id"] is None and entry["name"] == tiny_checkpoint.name
+    assert entry["receptive_field_radius"] > 0 and (site / entry["file"]).is_file()
+    assert "models:" not in (site / "README.md").read_text()  # no Hub repo behind a local folder
+    listed = {name for name, _ in web.list_site(site)}
+    assert {"index.html", "app.js", "style.css", "site.json", "README.md", "ort/NOTICE.md"} <= listed
+    assert {f"ort/{name}" for name in web.ORT_FILES} <= listed
 
 
 def test_space_card_front_matter():
