@@ -324,6 +324,7 @@ def build_site(
     site_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{site_dir.name}.", suffix=".partial", dir=site_dir.parent))
     try:
+        entries = _export_models(chosen, staging / "models")  # first: a bad model fails before any copying
         (staging / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copyfile(runtime_dir / name, staging / "ort" / name)
@@ -333,7 +334,6 @@ def build_site(
             f"Corporation), files {', '.join(ORT_FILES)} of its npm package (https://www.npmjs.com/package/"
             f"{runtime['name']}, integrity {runtime.get('integrity', 'unknown')}), unmodified.\n",
         )
-        entries = _export_models(chosen, staging / "models")
         for name in PAGE_FILES:
             shutil.copyfile(TEMPLATE_DIR / name, staging / name)
         manifest = {
