@@ -249,6 +249,8 @@ def test_page_equals_onnxruntime(site, browser_page, data_dir, tmp_path):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_page_keeps_grayscale_and_alpha_like_the_library(site, browser_page, tmp_path):
+    """Each file's output kind and pixels are upscale()'s: grayscale PNG and JPEG give L, alpha (LA, RGBA, lossless
+    WebP, a palette with a transparent entry) is kept and equals Pillow's bicubic exactly."""
     from espcn_hf import upscale
     from espcn_hf.pretrained import load_model, packaged_weights
 
@@ -257,27 +259,32 @@ def test_page_keeps_grayscale_and_alpha_like_the_library(site, browser_page, tmp
     gray = rng.integers(0, 256, (20, 24), dtype=np.uint8)
     alpha = np.tile(np.linspace(0, 255, 24).astype(np.uint8), (20, 1))  # fully transparent to opaque
     colour = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-    cases = {
-        "LA": Image.fromarray(np.dstack([gray, alpha]), "LA"),
-        "L": Image.fromarray(gray, "L"),
-        "RGBA": Image.fromarray(np.dstack([colour, alpha]), "RGBA"),
+    rgba = Image.fromarray(np.dstack([colour, alpha]), "RGBA")
+    palette = Image.fromarray(colour).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
+    cases = {  # file name: (image, save options, the library's output mode)
+        "la.png": (Image.fromarray(np.dstack([gray, alpha]), "LA"), {}, "LA"),
+        "l.png": (Image.fromarray(gray, "L"), {}, "L"),
+        "rgba.png": (rgba, {}, "RGBA"),
+        "l.jpg": (Image.fromarray(gray, "L"), {"quality": 95}, "L"),
+        "rgba.webp": (rgba, {"lossless": True}, "RGBA"),
+        "p.png": (palette, {"transparency": 0}, "RGBA"),
     }
-    for mode, image in cases.items():
-        path = tmp_path / f"{mode}.png"
-        image.save(path)
+    for name, (image, options, mode) in cases.items():
+        path = tmp_path / name
+        image.save(path, **options)
         assert _upscale_in_page(browser_page, path, 2) == "done", browser_page.inner_text("#status")
         with browser_page.expect_download() as download:
             browser_page.click("#download")
-        assert download.value.suggested_filename == f"{mode}_x2.png"
+        assert download.value.suggested_filename == f"{path.stem}_x2.png"
         result = Image.open(download.value.path())
-        expected = upscale(image, model)
-        assert result.mode == expected.mode == mode and result.size == expected.size == (48, 40)
+        expected = upscale(path, model)
+        assert result.mode == expected.mode == mode and result.size == expected.size == (48, 40), name
         got, want = np.asarray(result).astype(int), np.asarray(expected).astype(int)
         if mode in ("LA", "RGBA"):  # alpha: Pillow's bicubic, reproduced exactly
-            assert (got[..., -1] == want[..., -1]).all()
+            assert (got[..., -1] == want[..., -1]).all(), name
             got, want = got[..., :-1], want[..., :-1]
         diff = np.abs(got - want)  # colour under alpha too: transparent pixels keep their hidden colour
-        assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (mode, diff.max(), diff.mean())
+        assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (name, diff.max(), diff.mean())
 
 
 @pytest.mark.browser

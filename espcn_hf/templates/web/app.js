@@ -133,6 +133,7 @@ const u16be = (b, i) => (b[i] << 8) | b[i + 1];
 const u32be = (b, i) => ((b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]) >>> 0;
 const u16le = (b, i) => b[i] | (b[i + 1] << 8);
 const u24le = (b, i) => b[i] | (b[i + 1] << 8) | (b[i + 2] << 16);
+const u32le = (b, i) => (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)) >>> 0;
 const i32le = (b, i) => b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24);
 const ascii = (b, i, n) => String.fromCharCode(...b.subarray(i, i + n));
 
@@ -209,12 +210,12 @@ function readHeader(b) {
   }
   if (n >= 30 && ascii(b, 0, 4) === "RIFF" && ascii(b, 8, 4) === "WEBP") {
     const chunk = ascii(b, 12, 4);
-    const damaged = u32be(b.slice(4, 8).reverse(), 0) + 8 > n ? "truncated" : null;
+    const damaged = u32le(b, 4) + 8 > n ? "truncated" : null; // the RIFF size counts what follows it
     if (chunk === "VP8X") {
       return { format: "WebP", width: u24le(b, 24) + 1, height: u24le(b, 27) + 1, gray: false, alpha: (b[20] & 0x10) !== 0, damaged };
     }
     if (chunk === "VP8L") {
-      const bits = (b[21] | (b[22] << 8) | (b[23] << 16) | (b[24] << 24)) >>> 0;
+      const bits = u32le(b, 21);
       return { format: "WebP", width: (bits & 0x3fff) + 1, height: ((bits >>> 14) & 0x3fff) + 1, gray: false, alpha: ((bits >>> 28) & 1) === 1, damaged };
     }
     return { format: "WebP", width: u16le(b, 26) & 0x3fff, height: u16le(b, 28) & 0x3fff, gray: false, alpha: false, damaged };
@@ -245,7 +246,8 @@ function checkSize(width, height, scale) {
 
 // The decoded pixels, RGBA, not premultiplied. A 2D canvas stores premultiplied colours, which would change the
 // (hidden) colours of translucent pixels that the network still sees; images that may have alpha are read back
-// through a WebGL texture instead, exactly, with the 2D canvas as the fallback.
+// through a WebGL texture instead, exactly, with the 2D canvas as the fallback. (Browsers decode a GIF's
+// transparent pixels without their palette colour, so next to them a GIF's result differs from the library's.)
 function readPixels(bitmap, mayHaveAlpha) {
   const { width, height } = bitmap;
   if (mayHaveAlpha) {
