@@ -29,7 +29,7 @@ from espcn_hf.fileio import atomic_write_text
 
 CHILD = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     import torch
     torch.set_num_threads(1)
     case, arg = sys.argv[1], sys.argv[2]
@@ -58,7 +58,9 @@ CHILD = textwrap.dedent(
         except VideoError as error:
             result["output"] = "refused: " + str(error).split(": ", 1)[-1][:120]
     result["seconds"] = round(time.perf_counter() - start, 1)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM: the peak resident set of this process image (ru_maxrss would keep the parent's peak across exec)
+    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    result["peak_rss_mb"] = round(peak_kb / 1024)
     print(json.dumps(result))
     """
 )
