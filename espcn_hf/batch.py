@@ -89,6 +89,21 @@ class BatchResult:
     shares: list[int] = field(default_factory=list)  # files each process was given, by process index
     done: list[tuple[int, int]] = field(default_factory=list)  # (written, failed) by process index
 
+    @classmethod
+    def gathered(cls, local: BatchResult) -> BatchResult:
+        """The result of every process (each calls this with its own; all get the same totals)."""
+        from accelerate.utils import gather_object
+
+        parts = gather_object([local])
+        return cls(
+            written=[w for r in parts for w in r.written],
+            skipped=[s for r in parts for s in r.skipped],
+            failed=[f for r in parts for f in r.failed],
+            num_processes=local.num_processes,
+            shares=[n for r in parts for n in r.shares],
+            done=[d for r in parts for d in r.done],
+        )
+
     def summary(self) -> str:
         """One line: totals, and with several processes what each did."""
         line = f"{len(self.written)} written, {len(self.skipped)} already there (skipped), {len(self.failed)} failed"
@@ -424,11 +439,9 @@ def upscale_files(
     Never raises for one bad file: whatever goes wrong with one input (unreadable, damaged metadata, an output
     that is one of the inputs, a failed write, ...) is recorded in `failed` and the other files go on.
     """
-    from accelerate.utils import gather_object
     from tqdm.auto import tqdm
 
-    from .image_io import save_image
-    from .inference import placed_model, upscale
+    from .inference import placed_model
 
     if len(files) != len(outputs) or (videos is not None and len(videos) != len(files)):
         raise ValueError(f"{len(files)} inputs but {len(outputs)} output paths")
@@ -451,74 +464,77 @@ def upscale_files(
         position=state.process_index if several else None, leave=True,
     )  # fmt: skip
     inputs = _identities(task[0] for task in tasks)
-
-    def fail(source: Path, message: str) -> None:
-        result.failed.append((str(source), message))
-        if reporter is not None:
-            reporter.error(message)
-
+    image_options = {
+        "tile_size": tile_size, "dtype": dtype, "max_pixels": max_pixels, "max_output_pixels": max_output_pixels
+    }  # fmt: skip
     for source, target, video in bar:
-        same = inputs.get(_identity(target))
-        if same is not None:  # share_of_work leaves these pending for us to refuse
-            fail(source, f"{source}: refusing to overwrite the input file {same} (-o {target} is that file)")
-            continue
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            fail(source, f"{target.parent}: cannot create the output folder ({error.strerror or error})")
-            continue
-        if video is None:
-            video = is_video(source)
-        if video:
-            try:
-                info = upscale_video(
-                    source, target, model, device=device, progress=show, **(video_options or {})
-                )
-            except Exception as error:  # noqa: BLE001 -- one file's failure is that file's line (VideoError, ...)
-                fail(source, _one_line(error, source))
-                continue
-            result.written.append(str(target))
+            written = _upscale_one_file(
+                source,
+                target,
+                video,
+                model,
+                inputs,
+                device,
+                image_options,
+                video_options or {},
+                show,
+                reporter,
+            )
+        except _FileFailed as failure:
+            result.failed.append((str(source), str(failure)))
             if reporter is not None:
-                reporter.info(f"{source} -> {target} ({info.width}x{info.height}, {info.frames} frames)")
-            continue
-        try:
-            with _warnings_to(reporter, source):
-                image = upscale(
-                    str(source),
-                    model,
-                    tile_size=tile_size,
-                    device=device,
-                    dtype=dtype,
-                    max_pixels=max_pixels,
-                    max_output_pixels=max_output_pixels,
-                )
-        except Exception as error:  # noqa: BLE001 -- ImageLoadError, damaged EXIF, out of memory, ...
-            fail(source, _one_line(error, source))
-            continue
-        try:
-            with _warnings_to(reporter, target):  # what the output format drops (alpha, 16-bit, colours)
-                save_image(image, target)
-        except (OSError, ValueError) as error:
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-            fail(source, f"{target}: cannot write ({reason}); {source} not saved")
+                reporter.error(str(failure))
             continue
         result.written.append(str(target))
-        if reporter is not None and len(tasks) < 2:
-            reporter.info(f"{source} -> {target} ({image.width}x{image.height})")
+        if reporter is not None and (len(tasks) < 2 or "frames" in written):
+            reporter.info(f"{source} -> {target} ({written})")
     bar.close()
     result.shares = [len(share)]
     result.done = [(len(result.written), len(result.failed))]
-    if several:
-        gathered = gather_object([result])
-        result = BatchResult(
-            written=[w for r in gathered for w in r.written],
-            skipped=[s for r in gathered for s in r.skipped],
-            failed=[f for r in gathered for f in r.failed],
-            num_processes=state.num_processes,
-            shares=[n for r in gathered for n in r.shares],
-            done=[d for r in gathered for d in r.done],
-        )
-    return result
+    return BatchResult.gathered(result) if several else result
+
+
+class _FileFailed(Exception):
+    """What went wrong with one file, as the one line reported for it."""
+
+
+def _upscale_one_file(
+    source: Path, target: Path, video: bool | None, model, inputs, device, image_options, video_options, show,
+    reporter,
+) -> str:  # fmt: skip
+    """Upscale one input into `target`; returns what was written ("WxH" or "WxH, N frames"). Whatever goes
+    wrong raises `_FileFailed` with the file's one line (the batch goes on)."""
+    from .image_io import save_image
+    from .inference import upscale
+
+    same = inputs.get(_identity(target))
+    if same is not None:  # share_of_work leaves these pending for us to refuse
+        raise _FileFailed(f"{source}: refusing to overwrite the input file {same} (-o {target} is that file)")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _FileFailed(
+            f"{target.parent}: cannot create the output folder ({error.strerror or error})"
+        ) from None
+    if video if video is not None else is_video(source):
+        try:
+            info = upscale_video(source, target, model, device=device, progress=show, **video_options)
+        except Exception as error:  # noqa: BLE001 -- one file's failure is that file's line (VideoError, ...)
+            raise _FileFailed(_one_line(error, source)) from None
+        return f"{info.width}x{info.height}, {info.frames} frames"
+    try:
+        with _warnings_to(reporter, source):
+            image = upscale(str(source), model, device=device, **image_options)
+    except Exception as error:  # noqa: BLE001 -- ImageLoadError, damaged EXIF, out of memory, ...
+        raise _FileFailed(_one_line(error, source)) from None
+    try:
+        with _warnings_to(reporter, target):  # what the output format drops (alpha, 16-bit, colours)
+            save_image(image, target)
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise _FileFailed(f"{target}: cannot write ({reason}); {source} not saved") from None
+    return f"{image.width}x{image.height}"
 
 
 # ------------------------------------------------------------------------------------------------- command
