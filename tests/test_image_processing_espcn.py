@@ -204,6 +204,37 @@ def test_quantize_is_the_rule_of_metrics():
     assert quantize(torch.tensor([0.5 / 255, 1.5 / 255])).tolist() == [1.0, 2.0]  # half away from zero
 
 
+@pytest.mark.parametrize(("peak", "dtype"), [(255, torch.uint8), (65535, torch.int32)])
+def test_quantize_to_is_quantize_at_every_near_tie(peak, dtype):
+    """`quantize_to` rounds in float32: it must equal the float64 rule where float32 rounding could cross a
+    level, i.e. within a few ulps of every (k + 0.5) / peak (exhaustively checked over all float32 in [0, 1]
+    when written), and for NaN, infinities, values outside [0, 1], bfloat16 and float16."""
+    from espcn_hf.image_processing_espcn import quantize, quantize_to
+
+    centre = ((torch.arange(peak + 1, dtype=torch.float64) + 0.5) / peak).float()
+    near = [centre]
+    up, down = centre.clone(), centre.clone()
+    for _ in range(4):
+        up, down = torch.nextafter(up, torch.tensor(2.0)), torch.nextafter(down, torch.tensor(-1.0))
+        near += [up, down]
+    odd = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, -1e-8, 1.0, 1 + 1e-7, 3.0, 0.5])
+    values = torch.cat([*near, odd, torch.rand(50_000)])
+    for x in (values, values.to(torch.bfloat16), values.to(torch.float16)):
+        assert torch.equal(quantize_to(x, dtype, peak), quantize(x, peak).to(dtype)), x.dtype
+
+
+def test_uint8_images_in_any_layout_and_size_follow_the_rule():
+    from espcn_hf.image_processing_espcn import to_uint8_hwc
+    from espcn_hf.metrics import quantize_uint8
+
+    # a channels-last output, a crop of it (a tile's core), a (C, H, W) crop and a small image
+    tile = torch.rand(1, 3, 700, 420).contiguous(memory_format=torch.channels_last)[0]
+    for image in (tile, tile[:, 3:650, 5:400], torch.rand(3, 600, 500)[:, 1:, 2:], torch.rand(3, 5, 7)):
+        out = to_uint8_hwc(image)  # large images are rounded in slabs of rows
+        assert out.flags["C_CONTIGUOUS"] and out.dtype == np.uint8
+        assert np.array_equal(out, quantize_uint8(image).permute(1, 2, 0).numpy())
+
+
 def test_processor_and_loader_share_the_pixel_limit():
     from espcn_hf import image_io, image_processing_espcn
 
