@@ -10,7 +10,9 @@ the tile size. PIL results are pasted tile by tile into the output image, so no 
 Options are explicit and never change the caller's model: `dtype` is the dtype the convolutions compute in
 (bfloat16/float16 through `torch.autocast`, the model's weights stay as they are), `memory_format` the layout of
 the activations (the input is laid out channels-last; oneDNN and cuDNN then convolve in NHWC), and a `device`
-other than the model's runs a temporary copy there.
+other than the model's runs a temporary copy there. `backend` picks who runs the network: torch, or onnxruntime
+on the model's exported graph (`espcn_hf.ort_backend`: the same tiles, within float rounding of torch); `upscale`'s
+default "auto" takes onnxruntime on the CPU where it is installed and pays off, torch everywhere else.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .image_processing_espcn import (
     to_output_image,
 )
 from .modeling_espcn import ESPCNForImageSuperResolution
+from .ort_backend import BACKENDS, OnnxRuntimeForward, check_backend, resolve_backend
 from .pretrained import CheckpointError, load_model  # their home is pretrained.py; re-exported here
 
 # tile_size="auto" on CPU (and other non-CUDA devices): tiles of 256 LR pixels whenever the image is larger.
@@ -203,6 +206,7 @@ def upscale_tensor(
     dtype: torch.dtype | str | None = None,
     memory_format: torch.memory_format | str = "channels_last",
     write: Callable[[int, int, torch.Tensor], None] | None = None,
+    backend: str = "torch",
 ) -> torch.Tensor | None:
     """Run the model on (N, C, H, W) values in [0, 1], whole or tiled, on the model's device.
 
@@ -216,6 +220,9 @@ def upscale_tensor(
         write: if given, called as `write(top, left, tile_output)` for each output tile (coordinates in the
             output) and None is returned, so the caller can store tiles in any format without a full-size float
             buffer.
+        backend: "torch" (default here), "onnxruntime" (the model's exported graph on the CPU, float32, within
+            1e-4 of torch; needs the `onnx` extra) or "auto" (`espcn_hf.ort_backend.resolve_backend`: onnxruntime
+            where it is the faster one). `memory_format` is torch's option only.
 
     Returns the (N, C, rH, rW) float32 output (not clamped), or None with `write`.
     """
@@ -228,13 +235,17 @@ def upscale_tensor(
         config, height, width, tile_size, tile_overlap,
         batch=pixel_values.shape[0], device=param.device, dtype=dtype or param.dtype,
     )  # fmt: skip
-    runner, context = _dtype_context(model, dtype)
+    backend, key = resolve_backend(backend, model, dtype, pixel_values.shape[0] * height * width)
     pixel_values = pixel_values.to(param.device)
+    if backend == "onnxruntime":
+        run = OnnxRuntimeForward(model, key)
+    else:
+        runner, context = _dtype_context(model, dtype)
 
-    def run(window: torch.Tensor) -> torch.Tensor:
-        window = window.contiguous(memory_format=memory_format)  # the model casts to its own dtype
-        with context:
-            return runner(window).reconstruction.float()
+        def run(window: torch.Tensor) -> torch.Tensor:
+            window = window.contiguous(memory_format=memory_format)  # the model casts to its own dtype
+            with context:
+                return runner(window).reconstruction.float()
 
     if tile is None and write is None:
         return run(pixel_values)
@@ -278,6 +289,7 @@ def upscale(
     device: str | torch.device | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+    backend: str = "auto",
 ):
     """Super-resolve one image (or a list of images) with an ESPCN model.
 
@@ -297,6 +309,9 @@ def upscale(
         max_pixels: refuse larger inputs (decompression-bomb guard, checked before decoding); None disables.
         max_output_pixels: refuse inputs whose output would be larger (default 200 Mpx keeps a tiled run under
             2 GB of memory); None disables.
+        backend: "auto" (default: onnxruntime on the CPU in float32 where it is installed and its exported graph
+            is at hand or worth exporting, torch otherwise; see `espcn_hf.ort_backend`), "torch", or
+            "onnxruntime" (the `onnx` extra; the same pixels as torch within float rounding).
 
     Returns, in the input's kind:
         - path or PIL image: a PIL image. Grayscale stays grayscale ("L", "LA", 16-bit "I;16": the luma of the
@@ -313,7 +328,7 @@ def upscale(
     tile_size = parse_tile_size(tile_size)
     options = dict(
         tile_size=tile_size, tile_overlap=tile_overlap, dtype=dtype, memory_format=memory_format,
-        max_pixels=max_pixels, max_output_pixels=max_output_pixels,
+        max_pixels=max_pixels, max_output_pixels=max_output_pixels, backend=check_backend(backend),
     )  # fmt: skip
     model = placed_model(model, device)
     if isinstance(image, (list, tuple)):
@@ -396,6 +411,7 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
 
 __all__ = [
     "AUTO_TILE_SIZE",
+    "BACKENDS",
     "INFERENCE_MODES",
     "CheckpointError",
     "auto_tile_size",
