@@ -17,6 +17,14 @@ two sizes before `export_onnx` returns.
 Refused before anything is exported: an opset the exporter cannot write (`supported_opsets`: 17 up to the newest
 its version converter knows; it used to print a converter trace and write opset 18 anyway), and an output that is
 one of the files the model is loaded from (`-o MODEL/model.safetensors` replaced the weights with the graph).
+
+int8 (`quantize_onnx`, `espcn-hf export MODEL -o model_quantized.onnx --int8`): onnxruntime static quantisation of
+the exported graph, QDQ format, per-channel int8 weights, uint8 activations calibrated (min/max) on low-resolution
+training patches made as `espcn_hf.data.DataGenerator` makes them (`calibration_patches`). The first and the last
+convolutions stay float32: with a 3- (or 1-) channel input and an r*r*C-channel output they are the layers int8
+helps least and hurts most (measured: benchmarks/onnx_cpu.md). What it costs in PSNR and gains in speed per model
+is measured by `scripts/benchmark_onnx.py` (benchmarks/onnx_int8.json); the Hub upload ships the int8 file only
+where it loses at most 0.1 dB (`espcn_hf.hub.int8_verdict`).
 """
 
 from __future__ import annotations
@@ -41,6 +49,22 @@ if TYPE_CHECKING:  # torch is imported when a model is exported, so `espcn-hf --
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
+# The int8 recipe (`quantize_onnx`, `calibration_patches`): written into each int8 file's metadata and into the
+# measurement file, so the Hub upload quantises exactly what was measured.
+INT8_RECIPE = {
+    "format": "QDQ",
+    "weights": "int8 per channel",
+    "activations": "uint8 per tensor, min/max calibration",
+    "float_layers": "first and last convolution",
+    "calibration_patches": 256,
+    "calibration_patch_size": 32,
+    "calibration_seed": 0,
+    "calibration_images": "every training folder (espcn_hf.data.training_folders('all'))",
+}
+# Mean absolute difference from the float32 graph on the calibration patches above which `quantize_onnx`
+# refuses to write the int8 file: 0.05 (13 levels of 255) is a broken graph or calibration; the packaged models
+# stay between 0.001 and 0.012 (their PSNR cost is measured, not checked here: benchmarks/onnx_cpu.md).
+INT8_CHECK_MEAN_ABS = 0.05
 # Batch and sizes of the checks: odd sizes and a batch of 2 catch a graph that specialised a dimension.
 CHECK_SHAPES = ((1, 3, 24, 32), (2, 3, 37, 29))
 CHECK_ATOL = 1e-4
@@ -237,6 +261,173 @@ def check_onnx(
     return worst
 
 
+def weights_digest(model: ESPCNForImageSuperResolution) -> str:
+    """sha256 of the architecture and every weight of `model` (float32 bytes): which model a measurement is of.
+    The same weights give the same digest wherever they are loaded from."""
+    import hashlib
+
+    import torch
+
+    config = model.config
+    names = (
+        "upscale_factor",
+        "num_channels",
+        "hidden_channels",
+        "kernel_sizes",
+        "activation",
+        "padding_mode",
+    )
+    digest = hashlib.sha256(repr([getattr(config, name) for name in names]).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def calibration_patches(
+    scale: int,
+    folders: str | os.PathLike | Sequence[str | os.PathLike] = "all",
+    num_patches: int = INT8_RECIPE["calibration_patches"],
+    patch_size: int = INT8_RECIPE["calibration_patch_size"],
+    seed: int = INT8_RECIPE["calibration_seed"],
+) -> list:
+    """`num_patches` low-resolution patches, float32 (1, 3, p, p) in [0, 1], from the training images of
+    `folders` ("all": every folder under the data folder's `train/`, `espcn_hf.data.training_folders`), made as
+    `DataGenerator` makes training pairs (MATLAB-bicubic LR of the mod-cropped HR, one random aligned crop per
+    image, no augmentation); the images are drawn without replacement with `seed`. Deterministic."""
+    import numpy as np
+
+    from .data import DataGenerator, training_folders
+
+    generator = DataGenerator.from_folder(
+        training_folders(folders),
+        scale=scale,
+        mode="train",
+        patch_size=patch_size,
+        patches_per_image=1,
+        augment=False,
+        seed=seed,
+    )
+    if len(generator) == 0:
+        raise ValueError(
+            f"no training image of {folders!r} is large enough for {patch_size}-px patches at x{scale}"
+        )
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(generator), size=min(num_patches, len(generator)), replace=False)
+    return [generator[int(i)]["pixel_values"][None].numpy() for i in sorted(picks)]
+
+
+def quantize_onnx(
+    model: str | os.PathLike | ESPCNForImageSuperResolution,
+    path: str | os.PathLike,
+    *,
+    calibration: Sequence | None = None,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+) -> Path:
+    """Write the int8 version of `model` to the ONNX file `path` (onnxruntime static quantisation, `INT8_RECIPE`).
+
+    `model` is a model instance, a `save_pretrained` folder or Hub repo id (exported with `export_onnx` first), or
+    a float32 `.onnx` file `export_onnx` wrote. `calibration`: float32 arrays (N, 3, h, w) in [0, 1]; default
+    `calibration_patches(scale)` from the training images under the data folder. With `check`, the int8 graph
+    must run in onnxruntime and stay within `INT8_CHECK_MEAN_ABS` of the float32 graph on the calibration data,
+    else `RuntimeError` and nothing is written. Needs the `onnx` extra. Returns `path`.
+    """
+    import tempfile
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="espcn-hf-int8-") as tmp:
+        fp32 = Path(tmp) / "model.onnx"
+        if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx") and Path(model).is_file():
+            fp32.write_bytes(Path(model).read_bytes())
+        else:
+            check_output_path(path, _model_folder(model))
+            export_onnx(model, fp32, opset=opset)
+        proto = onnx.load(str(fp32))
+        metadata = {p.key: p.value for p in proto.metadata_props}
+        if calibration is None:
+            calibration = calibration_patches(int(metadata.get("upscale_factor", 3)))
+        calibration = [np.ascontiguousarray(x, dtype=np.float32) for x in calibration]
+        if not calibration:
+            raise ValueError("quantize_onnx: no calibration data")
+        convolutions = [node.name for node in proto.graph.node if node.op_type == "Conv"]
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self.batches = iter(calibration)
+
+            def get_next(self):
+                batch = next(self.batches, None)
+                return None if batch is None else {"pixel_values": batch}
+
+        int8 = Path(tmp) / "model_quantized.onnx"
+        with _quiet_quantizer():
+            quantize_static(
+                str(fp32),
+                str(int8),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                op_types_to_quantize=["Conv"],
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=[convolutions[0], convolutions[-1]] if len(convolutions) > 2 else [],
+                calibrate_method=CalibrationMethod.MinMax,
+            )
+        quantized = onnx.load(str(int8))
+        recipe = {f"int8_{key}": str(value) for key, value in INT8_RECIPE.items()}
+        onnx.helper.set_model_props(quantized, {**metadata, **recipe})
+        data = quantized.SerializeToString()
+        if check:
+            difference = _int8_difference(fp32.read_bytes(), data, calibration[:16], ort)
+            if not difference <= INT8_CHECK_MEAN_ABS:
+                raise RuntimeError(
+                    f"the int8 graph differs from float32 by {difference:.3g} on average (more than "
+                    f"{INT8_CHECK_MEAN_ABS:g}); not written"
+                )
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, data)
+
+
+def _int8_difference(fp32: bytes, int8: bytes, batches: Sequence, ort) -> float:
+    """Mean absolute difference of the two graphs' outputs over `batches` (NaN if one is not finite)."""
+    import numpy as np
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in (fp32, int8)]
+    total, count = 0.0, 0
+    for batch in batches:
+        a, b = (s.run(["reconstruction"], {"pixel_values": batch})[0] for s in sessions)
+        if not np.isfinite(b).all() or a.shape != b.shape:
+            return float("nan")
+        total += float(np.abs(a - b).sum())
+        count += a.size
+    return total / count
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """onnxruntime's quantiser logs advice at WARNING through the root logger (pre-processing, opset notes)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `espcn-hf export`."""
     parser.add_argument("model", help="folder written by save_pretrained, or a Hub repo id")
@@ -249,6 +440,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "another is refused before exporting",
     )
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-torch check")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="write the int8 graph instead (QDQ, per-channel; transformers.js's onnx/model_quantized.onnx), "
+        "calibrated on LR patches of the training images under the data folder ($ESPCN_HF_DATA_DIR/train)",
+    )
+    parser.add_argument(
+        "--calibration",
+        nargs="+",
+        metavar="DIR",
+        help="with --int8: image folders to calibrate on instead of every training folder",
+    )
 
 
 def add_parser(subparsers) -> None:
@@ -262,7 +465,8 @@ def add_parser(subparsers) -> None:
         "[0, 1], output reconstruction (batch, 3, r*height, r*width); dynamic batch/height/width. The file is "
         "checked against torch with onnxruntime (max abs diff <= 1e-4) before it is written. Needs the `onnx` "
         "extra: pip install 'espcn-hf[onnx]'.",
-        epilog="example:\n  espcn-hf export espcn-hf/espcn-x3 -o onnx/model.onnx",
+        epilog="examples:\n  espcn-hf export espcn-hf/espcn-x3 -o onnx/model.onnx\n"
+        "  espcn-hf export espcn-hf/espcn-x3 -o onnx/model_quantized.onnx --int8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(parser)
@@ -274,26 +478,47 @@ def run(args: argparse.Namespace) -> int:
     from .cli import EXIT_FAILURES, EXIT_OK, missing_extra
     from .pretrained import CheckpointError
 
+    int8 = getattr(args, "int8", False)
+    if getattr(args, "calibration", None) and not int8:
+        print("error: --calibration goes with --int8", file=sys.stderr)
+        return EXIT_FAILURES
     try:
-        path = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
+        if int8:
+            check_opset(args.opset)
+            from .pretrained import load_model
+
+            model = load_model(args.model, device="cpu")
+            calibration = None
+            if args.calibration:
+                calibration = calibration_patches(model.config.upscale_factor, folders=args.calibration)
+            path = quantize_onnx(
+                model, args.output, calibration=calibration, opset=args.opset, check=not args.no_check
+            )
+        else:
+            path = export_onnx(args.model, args.output, opset=args.opset, check=not args.no_check)
     except ImportError as error:  # onnx / onnxruntime / onnxscript: the optional `onnx` extra
         print(f"error: {missing_extra(error, 'onnx')}", file=sys.stderr)
         return EXIT_FAILURES
     except (CheckpointError, ValueError, RuntimeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES
-    print(f"{args.model} -> {path} ({path.stat().st_size / 1024:.0f} kB, opset {args.opset})")
+    kind = ", int8" if int8 else ""
+    print(f"{args.model} -> {path} ({path.stat().st_size / 1024:.0f} kB, opset {args.opset}{kind})")
     return EXIT_OK
 
 
 __all__ = [
     "DEFAULT_OPSET",
+    "INT8_RECIPE",
     "add_arguments",
     "add_parser",
+    "calibration_patches",
     "check_onnx",
     "check_opset",
     "check_output_path",
     "export_onnx",
+    "quantize_onnx",
     "run",
     "supported_opsets",
+    "weights_digest",
 ]

@@ -48,15 +48,6 @@ _LOCK = threading.Lock()
 _GRAPHS: OrderedDict[str, bytes] = OrderedDict()  # model key -> the exported graph (this process)
 _SESSIONS: OrderedDict[tuple[str, int], object] = OrderedDict()  # (model key, threads) -> session
 _TORCH_PIXELS: dict[str, int] = {}  # model key -> LR pixels "auto" sent through torch so far (this process)
-# What the graph depends on besides the weights.
-_ARCHITECTURE = (
-    "upscale_factor",
-    "num_channels",
-    "hidden_channels",
-    "kernel_sizes",
-    "activation",
-    "padding_mode",
-)
 
 
 def onnxruntime_available() -> bool:
@@ -86,18 +77,14 @@ def cache_dir() -> Path | None:
 
 
 def model_key(model) -> str:
-    """A digest of what the exported graph depends on: the architecture, every weight, the opset and this
+    """The name of the model's graph: its `weights_digest` (architecture and every weight), the opset and this
     package's version. Computed per call (about 1 ms for the seven-layer net), so weights changed in place are
     seen."""
     from . import __version__
-    from .onnx_export import DEFAULT_OPSET
+    from .onnx_export import DEFAULT_OPSET, weights_digest
 
-    digest = hashlib.sha256(f"espcn-hf {__version__} opset {DEFAULT_OPSET}".encode())
-    digest.update(repr([getattr(model.config, name) for name in _ARCHITECTURE]).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()[:32]
+    text = f"espcn-hf {__version__} opset {DEFAULT_OPSET} {weights_digest(model)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def _disk_path(key: str) -> Path | None:

@@ -154,3 +154,101 @@ def test_unsupported_opsets_are_refused_before_exporting(tiny_checkpoint, tmp_pa
     out, err = capfd.readouterr()
     assert "opset 17" in out and err == ""
     assert max(o.version for o in onnx.load(str(target)).opset_import if o.domain in ("", "ai.onnx")) == 17
+
+
+# --- int8 (quantize_onnx) -----------------------------------------------------------------------------------------
+
+
+def _patches(count=8, size=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.random((1, 3, size, size), dtype=np.float32) for _ in range(count)]
+
+
+@pytest.mark.parametrize("num_channels", [3, 1], ids=["rgb", "y-channel"])
+def test_quantize_onnx_writes_a_qdq_graph_close_to_float(num_channels, tmp_path):
+    """int8 QDQ with per-channel weights; the first and last convolutions stay float32; it runs in onnxruntime
+    with the float graph's inputs and outputs, close to it; the recipe is in the file's metadata."""
+    model = tiny_model(3, num_channels=num_channels, hidden_channels=[8, 8, 8], kernel_sizes=[5, 3, 3, 3])
+    path = onnx_export.quantize_onnx(
+        model, tmp_path / "onnx" / "model_quantized.onnx", calibration=_patches()
+    )
+    assert sorted(p.name for p in path.parent.iterdir()) == ["model_quantized.onnx"]
+    proto = onnx.load(str(path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("Conv") == 4 and "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    dequantized = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert [n.input[1] in dequantized for n in convs] == [False, True, True, False]  # int8 weights in between
+    axes = [
+        a.i
+        for n in proto.graph.node
+        if n.op_type == "DequantizeLinear"
+        for a in n.attribute
+        if a.name == "axis"
+    ]
+    assert 0 in axes  # per output channel
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["upscale_factor"] == "3" and meta["int8_format"] == "QDQ"
+    pixels = torch.rand(2, 3, 21, 17, generator=torch.Generator().manual_seed(1))
+    (out,) = ort.InferenceSession(str(path)).run(["reconstruction"], {"pixel_values": pixels.numpy()})
+    with torch.inference_mode():
+        expected = model(pixels).reconstruction.numpy()
+    assert out.shape == expected.shape == (2, 3, 63, 51)
+    assert np.abs(out - expected).mean() < 0.02
+
+
+def test_quantize_onnx_takes_an_exported_file_and_refuses_a_broken_result(tmp_path, monkeypatch):
+    model = tiny_model(2)
+    fp32 = export_onnx(model, tmp_path / "model.onnx")
+    target = tmp_path / "model_quantized.onnx"
+    assert onnx_export.quantize_onnx(fp32, target, calibration=_patches()) == target
+    assert onnx.load(str(target)).graph.output[0].name == "reconstruction"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(onnx_export, "_int8_difference", lambda *args: 1.0)
+    with pytest.raises(RuntimeError, match="not written"):
+        onnx_export.quantize_onnx(fp32, target, calibration=_patches())
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        fp32.name,
+        target.name,
+    ]
+
+
+def test_calibration_patches_are_training_lr_patches(data_dir):
+    from espcn_hf.data import DataGenerator
+
+    folder = data_dir / "train" / "T91"
+    first = onnx_export.calibration_patches(3, folders=[folder], num_patches=20, patch_size=24)
+    again = onnx_export.calibration_patches(3, folders=[folder], num_patches=20, patch_size=24)
+    assert len(first) == 20 and all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(
+        p.shape == (1, 3, 24, 24) and p.dtype == np.float32 and 0 <= p.min() <= p.max() <= 1 for p in first
+    )
+    # the DataGenerator's own training patches (MATLAB-bicubic LR of aligned crops), not another recipe
+    generator = DataGenerator.from_folder(
+        [folder], scale=3, mode="train", patch_size=24, patches_per_image=1, augment=False
+    )
+    items = {generator[i]["pixel_values"].numpy().tobytes() for i in range(len(generator))}
+    assert all(p[0].tobytes() in items for p in first)
+
+
+def test_export_command_writes_int8(tiny_checkpoint, tmp_path, data_dir, capsys):
+    target = tmp_path / "onnx" / "model_quantized.onnx"
+    argv = [
+        str(tiny_checkpoint),
+        "-o",
+        str(target),
+        "--int8",
+        "--calibration",
+        str(data_dir / "train" / "T91"),
+    ]
+    assert onnx_export.run(_parse(argv)) == 0
+    assert "int8" in capsys.readouterr().out
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(target)).graph.node}
+    assert (
+        onnx_export.run(
+            _parse([str(tiny_checkpoint), "-o", str(tmp_path / "x.onnx"), "--calibration", "T91"])
+        )
+        == 1
+    )
+    error = capsys.readouterr().err.strip()
+    assert error == "error: --calibration goes with --int8" and not (tmp_path / "x.onnx").exists()
