@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 
 # The ONNX export inside an upload folder: the path onnxruntime and transformers.js users look for.
 ONNX_FILE = "onnx/model.onnx"
+# Its int8 version (transformers.js's name for it), shipped only where the measurement file says it loses at most
+# INT8_MAX_LOSS_DB of PSNR-Y on each of INT8_SETS (`int8_verdict`).
+QUANTIZED_ONNX_FILE = "onnx/model_quantized.onnx"
+INT8_MAX_LOSS_DB = 0.1
+INT8_SETS = ("Set5", "Set14")
 # Files every upload folder holds besides the code files that config.json names.
 REQUIRED_FILES = ("config.json", "model.safetensors", "preprocessor_config.json", "README.md")
 MODEL_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForImageToImage")
@@ -108,6 +113,37 @@ def _load(checkpoint) -> tuple[ESPCNForImageSuperResolution, Path | None]:
         raise HubError(f"{checkpoint}: cannot load the checkpoint ({error})") from None
 
 
+def int8_verdict(results: str | os.PathLike | dict, model: ESPCNForImageSuperResolution) -> tuple[bool, str]:
+    """(ship the int8 graph?, why) for `model`, from the measurement file `scripts/benchmark_onnx.py` writes
+    (benchmarks/onnx_int8.json, or its dict): yes only when it holds a row for these very weights
+    (`onnx_export.weights_digest`), measured with the recipe `quantize_onnx` uses now (`INT8_RECIPE`), that loses
+    at most `INT8_MAX_LOSS_DB` of PSNR-Y on each of `INT8_SETS`. The measurement is not repeated at upload time
+    (the evaluation takes minutes); the recipe and the calibration data are deterministic, so the file the upload
+    quantises is the one measured."""
+    from .onnx_export import INT8_RECIPE, weights_digest
+
+    data = results if isinstance(results, dict) else _read_json(Path(results))
+    if data is None:
+        raise HubError(
+            f"{results}: not a readable int8 measurement file (scripts/benchmark_onnx.py writes it)"
+        )
+    if data.get("recipe") != {key: value for key, value in INT8_RECIPE.items()}:
+        return False, "the int8 measurement was made with another recipe than quantize_onnx's: measure again"
+    digest = weights_digest(model)
+    rows = [row for row in data.get("models", []) if row.get("weights_sha256") == digest]
+    if not rows:
+        return False, "no int8 measurement of these weights (scripts/benchmark_onnx.py)"
+    lost = rows[-1].get("psnr_lost_db", {})
+    missing = [name for name in INT8_SETS if not isinstance(lost.get(name), (int, float))]
+    if missing:
+        return False, f"the int8 measurement lacks {missing}"
+    worst = max(lost[name] for name in INT8_SETS)
+    summary = ", ".join(f"{lost[name]:.2f} dB on {name}" for name in INT8_SETS)
+    if worst > INT8_MAX_LOSS_DB:
+        return False, f"int8 loses {summary} (more than {INT8_MAX_LOSS_DB} dB)"
+    return True, summary
+
+
 @dataclass
 class _Upload:
     """What an upload folder holds besides the `save_pretrained` output, computed without writing anything."""
@@ -117,6 +153,7 @@ class _Upload:
     card: str  # README.md
     pictures: dict[Path, str]  # benchmark picture -> its name in the repository
     comparison_picture: Image | None  # comparison.png
+    int8: tuple[bool, str] | None = None  # int8_verdict, when an int8 measurement file was named
 
 
 def _plan_upload(
@@ -129,9 +166,11 @@ def _plan_upload(
     comparison_source,
     model_name,
     onnx,
+    int8_results=None,
 ) -> _Upload:
     """The card and pictures of the upload folder of `checkpoint` (the arguments of `prepare_upload_folder`)."""
     model, folder = _load(checkpoint)
+    int8 = int8_verdict(int8_results, model) if onnx and int8_results is not None else None
     model_name = model_name or (folder.resolve().name if folder is not None else "espcn")
     repo_id = repo_id or f"espcn-hf/{model_name}"
     try:
@@ -168,10 +207,11 @@ def _plan_upload(
             comparison_caption=caption,
             evaluation_pictures=names,
             onnx_file=ONNX_FILE if onnx else None,
+            onnx_int8=(QUANTIZED_ONNX_FILE, int8[1]) if int8 and int8[0] else None,
         )
     except ModelCardError as error:
         raise HubError(str(error)) from None
-    return _Upload(model, folder, str(card), pictures, image)
+    return _Upload(model, folder, str(card), pictures, image, int8)
 
 
 def render_upload_card(
@@ -184,6 +224,7 @@ def render_upload_card(
     comparison_source: str | None = None,
     model_name: str | None = None,
     onnx: bool = True,
+    int8_results: str | os.PathLike | None = None,
 ) -> str:
     """The text of the model card (`README.md`) that `prepare_upload_folder` writes with the same arguments, without
     writing the folder: what the Hub repository shows (the repository's top-level `model_card.md` is this text for
@@ -198,6 +239,7 @@ def render_upload_card(
         comparison_source,
         model_name,
         onnx,
+        int8_results,
     ).card
 
 
@@ -212,6 +254,7 @@ def prepare_upload_folder(
     comparison_source: str | None = None,
     model_name: str | None = None,
     onnx: bool = True,
+    int8_results: str | os.PathLike | None = None,
 ) -> Path:
     """Write the folder that is uploaded for `checkpoint` into `out_dir` and return it.
 
@@ -233,6 +276,9 @@ def prepare_upload_folder(
         model_name: this model's method name in the results (default: the checkpoint folder name).
         onnx: also export `onnx/model.onnx` (dynamic batch/height/width, checked against torch with
             onnxruntime; the layout onnxruntime and transformers.js users look for). Needs the `onnx` extra.
+        int8_results: the int8 measurement file (benchmarks/onnx_int8.json); with `onnx`, the folder also holds
+            `onnx/model_quantized.onnx` (`onnx_export.quantize_onnx`, calibrated on the training images under the
+            data folder) where `int8_verdict` says these weights lose at most 0.1 dB, and the card names it.
     """
     plan = _plan_upload(
         checkpoint,
@@ -244,6 +290,7 @@ def prepare_upload_folder(
         comparison_source,
         model_name,
         onnx,
+        int8_results,
     )
     model, folder = plan.model, plan.folder
     out_dir = Path(out_dir)
@@ -264,6 +311,10 @@ def prepare_upload_folder(
             from .onnx_export import export_onnx
 
             export_onnx(model, staging / ONNX_FILE)
+            if plan.int8 is not None and plan.int8[0]:
+                from .onnx_export import quantize_onnx
+
+                quantize_onnx(staging / ONNX_FILE, staging / QUANTIZED_ONNX_FILE)
         for picture, name in plan.pictures.items():
             shutil.copyfile(picture, staging / name)
         if plan.comparison_picture is not None:
@@ -303,6 +354,7 @@ def push_checkpoint(
     eval_json_paths: Sequence[str | os.PathLike] = (),
     commit_message: str | None = None,
     comparison_image: str | os.PathLike | None = None,
+    int8_results: str | os.PathLike | None = None,
 ) -> str:
     """Prepare the upload folder (in `folder`, default a fresh temporary folder), validate its card with the
     Hub, create the repo `repo_id` (if needed) and upload the folder to `revision` (a branch, created if needed).
@@ -322,6 +374,7 @@ def push_checkpoint(
         eval_json_paths=eval_json_paths,
         repo_id=repo_id,
         comparison_image=comparison_image,
+        int8_results=int8_results,
     ).resolve()
 
     token = token or get_token()
@@ -363,10 +416,13 @@ def push_checkpoint(
 
 __all__ = [
     "COMPARISON_FILE",
+    "INT8_MAX_LOSS_DB",
     "ONNX_FILE",
+    "QUANTIZED_ONNX_FILE",
     "REQUIRED_FILES",
     "HubError",
     "check_upload_folder",
+    "int8_verdict",
     "prepare_upload_folder",
     "push_checkpoint",
     "render_upload_card",

@@ -303,6 +303,7 @@ def render_model_card(
     evaluation_pictures: Mapping[int, str] | None = None,
     source_url: str = SOURCE_URL,
     onnx_file: str | None = None,
+    onnx_int8: tuple[str, str] | None = None,
 ):
     """The `huggingface_hub.ModelCard` of one checkpoint.
 
@@ -319,6 +320,8 @@ def render_model_card(
         source_url: the project's source code.
         onnx_file: the repository path of the ONNX export (e.g. `onnx/model.onnx`), shown with an onnxruntime
             snippet; None: no ONNX section.
+        onnx_int8: (repository path of the int8 graph, what it costs: e.g. "0.04 dB on Set5") when the folder
+            ships one; named in the ONNX section.
 
     Raises:
         ModelCardError: results of another scale, an unknown placeholder or a template without front matter.
@@ -360,7 +363,7 @@ def render_model_card(
         "training_details": training_section(training_config, training_run),
         "evaluation": evaluation_section(reports, model_name, evaluation_pictures),
         "comparison": comparison_section(comparison_caption),
-        "onnx": onnx_section(repo_id, onnx_file, scale),
+        "onnx": onnx_section(repo_id, onnx_file, scale, onnx_int8),
     }
     unknown = jinja2.meta.find_undeclared_variables(jinja2.Environment().parse(body)) - set(values)
     if unknown:
@@ -369,16 +372,24 @@ def render_model_card(
     return card
 
 
-def onnx_section(repo_id: str, onnx_file: str | None, scale: int) -> str:
+def onnx_section(
+    repo_id: str, onnx_file: str | None, scale: int, onnx_int8: tuple[str, str] | None = None
+) -> str:
     """The card's ONNX usage (onnxruntime in Python; the same file serves transformers.js / onnxruntime-web).
     The snippet is the one `tests/test_onnx.py` runs against `espcn_hf.upscale`."""
     if not onnx_file:
         return ""
+    int8 = ""
+    if onnx_int8:
+        int8 = (
+            f"\n`{onnx_int8[0]}` is its int8 version (onnxruntime static quantisation, QDQ, per-channel weights; "
+            f"PSNR-Y lost: {onnx_int8[1]}), same input and output.\n"
+        )
     return f"""### ONNX (onnxruntime, transformers.js)
 
 `{onnx_file}` takes `pixel_values` (batch, 3, height, width), RGB in [0, 1], and returns `reconstruction`,
 {scale}x larger; batch, height and width are dynamic (opset 18).
-
+{int8}
 ```python
 import numpy as np, onnxruntime as ort
 from huggingface_hub import hf_hub_download

@@ -8,7 +8,10 @@
 
 The model card (README.md) is rendered from the package's template with the numbers of the results files
 `benchmarks/eval_<name>_x<scale>.json` of this repository (or those given with --eval), and the comparison picture
-is drawn on a benchmark photo (--comparison-image). Re-running the dry run re-renders both. The default model's
+is drawn on a benchmark photo (--comparison-image). `onnx/model_quantized.onnx` (int8) is added where the int8
+measurement file `benchmarks/onnx_int8.json` (scripts/benchmark_onnx.py; --int8-results) says these weights lose
+at most 0.1 dB on Set5 and Set14 (`espcn_hf.hub.int8_verdict`); it is calibrated on the training images under the
+data folder. Re-running the dry run re-renders both. The default model's
 card with these defaults is also the repository's `model_card.md` (`default_card`, written by
 `python scripts/summarize_results.py --write-readme`).
 Exit status: 0 done, 1 the push failed (the message names the ready folder), 2 bad checkpoint or arguments.
@@ -28,6 +31,7 @@ from espcn_hf.hub import HubError, prepare_upload_folder, push_checkpoint, rende
 EXIT_OK, EXIT_PUSH_FAILED, EXIT_USAGE = 0, 1, 2
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "benchmarks"
+INT8_RESULTS = BENCHMARKS / "onnx_int8.json"
 # A Set14 photo where ESPCN's gain over bicubic is plain to see (zebra stripes: about +6 dB on the chosen crop).
 COMPARISON_PHOTO = Path("benchmarks") / "Set14" / "zebra.png"  # under the data folder (scripts/common.py)
 
@@ -53,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="HR photo for the card's before/after picture (default: Set14's zebra under the data folder; 'none': no "
         "picture)",
+    )
+    parser.add_argument(
+        "--int8-results",
+        type=Path,
+        default=INT8_RESULTS,
+        help="the int8 measurement file that decides whether onnx/model_quantized.onnx is shipped ('none': never)",
     )
     parser.add_argument(
         "--dry-run",
@@ -83,7 +93,11 @@ def default_card(checkpoint: Path, repo_id: str) -> str:
     if not photo.is_file():
         raise FileNotFoundError(f"{photo}: the card's comparison photo is missing (set ESPCN_HF_DATA_DIR)")
     return render_upload_card(
-        checkpoint, default_eval_files(checkpoint), repo_id=repo_id, comparison_image=photo
+        checkpoint,
+        default_eval_files(checkpoint),
+        repo_id=repo_id,
+        comparison_image=photo,
+        int8_results=INT8_RESULTS if INT8_RESULTS.is_file() else None,
     )
 
 
@@ -105,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     if photo is not None and not photo.is_file():
         print(f"note: no comparison picture, {photo} does not exist", file=sys.stderr)
         photo = None
+    int8_results = None if str(args.int8_results) == "none" else args.int8_results
+    if int8_results is not None and not int8_results.is_file():
+        print(f"note: no int8 graph, {int8_results} does not exist", file=sys.stderr)
+        int8_results = None
     try:
         if args.dry_run is not None:
             folder = prepare_upload_folder(
@@ -113,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 eval_json_paths=eval_files,
                 repo_id=args.repo_id,
                 comparison_image=photo,
+                int8_results=int8_results,
             )
             print(f"dry run: the upload folder for {args.repo_id} is {folder}")
             list_folder(folder)
@@ -125,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             folder=args.folder,
             eval_json_paths=eval_files,
             comparison_image=photo,
+            int8_results=int8_results,
         )
     except HubError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,8 +30,10 @@ from espcn_hf.evaluation import EvalReport
 from espcn_hf.hub import (
     COMPARISON_FILE,
     HUB_PIPELINE_TAG,
+    QUANTIZED_ONNX_FILE,
     REQUIRED_FILES,
     HubError,
+    int8_verdict,
     prepare_upload_folder,
     push_checkpoint,
     render_upload_card,
@@ -290,6 +292,76 @@ def test_a_loaded_model_makes_the_same_folder(checkpoint, tmp_path):
     folder = prepare_upload_folder(model, tmp_path / "snap", repo_id="me/tiny", comparison=False, onnx=False)
     assert {*REQUIRED_FILES} <= _listed_files(folder)
     assert "me/tiny" in (folder / "README.md").read_text()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# int8: onnx/model_quantized.onnx only where the measurement file says it loses at most 0.1 dB
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _int8_measurement(model, lost: dict, recipe: dict | None = None) -> dict:
+    """An int8 measurement file (what scripts/benchmark_onnx.py writes) with one row for `model`."""
+    from espcn_hf.onnx_export import INT8_RECIPE, weights_digest
+
+    row = {"name": "espcn-x3", "scale": 3, "weights_sha256": weights_digest(model), "psnr_lost_db": lost}
+    return {"recipe": dict(INT8_RECIPE) if recipe is None else recipe, "models": [row]}
+
+
+def test_int8_ships_only_at_most_a_tenth_of_a_db_lost_on_set5_and_set14(checkpoint):
+    model = ESPCNForImageSuperResolution.from_pretrained(checkpoint)
+    ships, why = int8_verdict(_int8_measurement(model, {"Set5": 0.04, "Set14": 0.1}), model)
+    assert ships and why == "0.04 dB on Set5, 0.10 dB on Set14"
+    for lost in ({"Set5": 0.04, "Set14": 0.11}, {"Set5": 0.5, "Set14": -0.01}, {"Set5": 0.01}):
+        assert not int8_verdict(_int8_measurement(model, lost), model)[0], lost
+    other = ESPCNForImageSuperResolution.from_pretrained(checkpoint)
+    with torch.no_grad():
+        other.body[0].bias.add_(1e-3)  # other weights: the measurement is not theirs
+    good = _int8_measurement(model, {"Set5": 0.0, "Set14": 0.0})
+    assert int8_verdict(good, other) == (
+        False,
+        "no int8 measurement of these weights (scripts/benchmark_onnx.py)",
+    )
+    stale = _int8_measurement(model, {"Set5": 0.0, "Set14": 0.0}, recipe={"format": "QOperator"})
+    assert not int8_verdict(stale, model)[0]
+
+
+def test_the_upload_folder_holds_the_int8_graph_only_where_the_rule_says(checkpoint, tmp_path, monkeypatch):
+    from espcn_hf import onnx_export
+
+    rng = np.random.default_rng(0)  # calibration data without reading the training images
+    patches = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(4)]
+    monkeypatch.setattr(onnx_export, "calibration_patches", lambda scale, **kwargs: patches)
+    model = ESPCNForImageSuperResolution.from_pretrained(checkpoint)
+    for lost, shipped in (({"Set5": 0.03, "Set14": 0.05}, True), ({"Set5": 0.03, "Set14": 0.2}, False)):
+        results = tmp_path / f"onnx_int8_{shipped}.json"
+        results.write_text(json.dumps(_int8_measurement(model, lost)))
+        folder = prepare_upload_folder(
+            checkpoint, tmp_path / f"up{shipped}", comparison=False, int8_results=results
+        )
+        assert (folder / QUANTIZED_ONNX_FILE).is_file() == shipped
+        assert (QUANTIZED_ONNX_FILE in (folder / "README.md").read_text()) == shipped
+        assert (folder / "onnx" / "model.onnx").is_file()
+
+
+def test_the_committed_int8_measurement_is_of_the_packaged_weights():
+    """benchmarks/onnx_int8.json decides what the uploads of the packaged models ship: it must measure the weights
+    the package holds now, with the recipe quantize_onnx uses, and its "ships" column must be the rule's."""
+    from espcn_hf.hub import INT8_MAX_LOSS_DB
+    from espcn_hf.onnx_export import INT8_RECIPE, weights_digest
+    from espcn_hf.pretrained import load_model, packaged_weights
+
+    data = json.loads((REPO_ROOT / "benchmarks" / "onnx_int8.json").read_text())
+    assert data["recipe"] == INT8_RECIPE, "re-run python scripts/benchmark_onnx.py --threads 1"
+    assert {row["name"] for row in data["models"]} >= {"espcn-x2", "espcn-x3", "espcn-x4", "espcn-paper-x3"}
+    for row in data["models"]:
+        preset = "espcn-paper" if row["name"].startswith("espcn-paper") else "espcn"
+        model = load_model(packaged_weights(row["scale"], preset), device="cpu")
+        assert row["weights_sha256"] == weights_digest(model), (
+            f"{row['name']}: the packaged weights changed since benchmarks/onnx_int8.json was written; re-run "
+            "python scripts/benchmark_onnx.py --threads 1"
+        )
+        within = all(row["psnr_lost_db"][name] <= INT8_MAX_LOSS_DB for name in ("Set5", "Set14"))
+        assert int8_verdict(data, model)[0] == row["ships"] == within
 
 
 # ----------------------------------------------------------------------------------------------------------------
