@@ -3,8 +3,8 @@
     upscale(image, model, backend="onnxruntime")   # needs the `onnx` extra: pip install "espcn-hf[onnx]"
     upscale(image, model)                           # backend="auto": onnxruntime where it is the faster one
 
-Why: on CPUs onnxruntime runs the same float32 network faster than torch's eager convolutions (convolutions
-with the activation fused, the paper preset's colour path and bicubic chroma in the same graph):
+Why: on CPUs onnxruntime runs the same float32 network faster than torch's eager operators (convolutions with
+the activation fused, the paper preset's colour path and bicubic chroma in one graph), most for the paper preset:
 `benchmarks/speed_cpu.md` measures both through `upscale(PIL image, model)` beside OpenCV's ESPCN.
 
 Exactness: the graph is the one `export_onnx` writes and checks (onnxruntime within 1e-4 of torch), and the tiles
@@ -18,9 +18,9 @@ the next process starts at once. An export takes 1-5 s of CPU.
 
 What "auto" means (`resolve_backend`): onnxruntime when the model runs on the CPU in float32 with no lower
 `dtype` asked, the `onnx` extra is installed and the graph is at hand (in memory or on disk) or worth exporting:
-this process has sent `AUTO_EXPORT_PIXELS` low-resolution pixels of that model through torch (a single image that
-large counts at once), enough for the export to pay for itself at the measured gain. Torch otherwise (also on
-CUDA, and for bf16/fp16). `$ESPCN_HF_BACKEND` (`torch` or `onnxruntime`) pins what "auto" means.
+this process has sent `AUTO_EXPORT_PIXELS` (10 M) low-resolution pixels of that model through torch (a single
+image that large counts at once), where the export about pays for itself at the measured gain. Torch otherwise
+(also on CUDA, and for bf16/fp16). `$ESPCN_HF_BACKEND` (`torch` or `onnxruntime`) pins what "auto" means.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ import torch
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 ONNX_EXTRA = "onnx"
-# Low-resolution pixels of one model that "auto" first runs through torch before it exports the graph (about 9
-# frames of 640x360, two 12-Mpx photos at x3 count at once): the export costs 1-5 s of CPU, onnxruntime saved
-# 10-40 % of `upscale()`'s time at 1 thread (benchmarks/speed_cpu.md), so this is where the export pays.
-AUTO_EXPORT_PIXELS = 2_000_000
+# Low-resolution pixels of one model that "auto" first runs through torch before it exports the graph (about 45
+# frames of 640x360; a 10-Mpx photo counts at once). Measured at one thread (benchmarks/speed_cpu.md): the first
+# export of a process costs 2-3 s of CPU, onnxruntime saves about 0.18 ms per 1,000 LR pixels of upscale() for
+# either preset, so the export has paid for itself after 12-16 Mpx in the same process, and at once in every
+# later process (the graph is then on disk).
+AUTO_EXPORT_PIXELS = 10_000_000
 # Sessions kept in memory (one per weights and thread count; each holds a graph of a few hundred kB).
 MAX_SESSIONS = 8
 
