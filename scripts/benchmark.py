@@ -2,14 +2,21 @@
 
     python scripts/benchmark.py                      # CPU (and CUDA when present), writes benchmarks/speed_<device>.md
     python scripts/benchmark.py --repeats 15 --skip-memory
+    python scripts/benchmark.py --device cpu --threads 1 --upscale-only --out /tmp/bench   # upscale() rows only
 
 What it measures (medians over --repeats runs after warm-up, batch 1):
+  * what a user calls, `upscale(PIL image, model)` (PIL in, PIL out: colour conversion, tiles, rounding and
+    pasting included), x3 to 960x540 and 1920x1080 outputs, for both presets and each backend (torch,
+    onnxruntime, and what "auto" chose), beside OpenCV's ESPCN on the same frame; every method runs once per round
+    in turn (--repeats rounds), so a busy machine slows all alike; both the process CPU time (the fair measure
+    at one thread on a shared machine) and the wall time are reported;
   * milliseconds per 1080p output frame: x3 from 640x360, x2 from 960x540, x4 from 480x270, for the seven-layer
     default and the paper preset (end to end: RGB in, Y through the net, CbCr bicubic, RGB out), for each inference
     mode of `espcn_hf.inference.INFERENCE_MODES` (dtype and memory format given to `upscale_tensor`), next to
     PIL bicubic and OpenCV's ESPCN (same frame);
   * achieved GFLOP/s of the network (2 * MACs / time) and its ratio to a 4096x4096 fp32 matmul measured here;
-  * peak resident memory of a tiled x4 upscale of a 4000x3000 image (fresh subprocess), and that the tiled
+  * peak resident memory of a tiled x4 upscale of a 4000x3000 image (fresh subprocess; torch, and onnxruntime at
+    that tile and at the default one where the `onnx` extra is installed), and that the tiled
     output equals the untiled one on an image that fits both ways.
 Weights do not change the speed; the packaged weights are used where present, random init otherwise.
 Every output file is written atomically (`espcn_hf.fileio`).
@@ -18,11 +25,14 @@ Every output file is written atomically (`espcn_hf.fileio`).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +40,7 @@ import torch
 from common import REPO, median_ms, opencv_espcn, test_frame
 from PIL import Image
 
-from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution
+from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 from espcn_hf.cli import tile_size_type
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import INFERENCE_MODES, upscale_tensor
@@ -38,6 +48,7 @@ from espcn_hf.metrics import to_unit_float
 from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 FRAMES = {3: (360, 640), 2: (540, 960), 4: (270, 480)}  # LR (H, W) giving a 1920x1080 output
+UPSCALE_FRAMES = [(180, 320), (360, 640)]  # x3 LR (H, W): 960x540 and 1920x1080 outputs
 
 
 def matmul_gflops(device: str, repeats: int, dtype=torch.float32) -> float:
@@ -101,26 +112,90 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
     return rows
 
 
+def interleaved(methods: dict, repeats: int, warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Median process CPU time and wall time (ms) of each callable, run once per round in turn."""
+    for fn in methods.values():
+        for _ in range(warmup):
+            fn()
+    cpu = {name: [] for name in methods}
+    wall = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            c, w = time.process_time(), time.perf_counter()
+            fn()
+            cpu[name].append((time.process_time() - c) * 1000)
+            wall[name].append((time.perf_counter() - w) * 1000)
+    return {n: {"cpu_ms": statistics.median(cpu[n]), "wall_ms": statistics.median(wall[n])} for n in methods}
+
+
+def upscale_rows(repeats: int) -> list[dict]:
+    """`upscale(PIL image, model)` for both presets (x3) and each backend, beside OpenCV's ESPCN, same rounds."""
+    backends = ["torch"]
+    if "backend" in inspect.signature(upscale).parameters:  # a version of the package with the option
+        from espcn_hf.ort_backend import onnxruntime_available
+
+        backends += ["onnxruntime", "auto"] if onnxruntime_available() else ["auto"]
+    models = {preset: load_net(preset, 3) for preset in ("espcn", "espcn-paper")}
+    rows = []
+    for height, width in UPSCALE_FRAMES:
+        frame = test_frame(height, width)
+        pil = Image.fromarray(frame)
+        methods = {}
+        peer = opencv_espcn(3, torch.get_num_threads())
+        if peer is not None:
+            bgr = np.ascontiguousarray(frame[..., ::-1])
+            methods["OpenCV ESPCN"] = lambda peer=peer, bgr=bgr: peer.upsample(bgr)
+        for preset, model in models.items():
+            for backend in backends:
+                options = {} if len(backends) == 1 else {"backend": backend}
+                methods[f"{preset}: upscale(), backend={backend}"] = (
+                    lambda model=model, options=options, pil=pil: upscale(pil, model, **options)
+                )
+        times = interleaved(methods, repeats)
+        chosen = {}
+        if "auto" in backends:  # what "auto" ran: the onnxruntime rows before it left the graph in memory
+            from espcn_hf.ort_backend import resolve_backend
+
+            chosen = {preset: resolve_backend("auto", model, None, 0)[0] for preset, model in models.items()}
+        peer_time = times.get("OpenCV ESPCN")
+        for name, measured in times.items():
+            row = {
+                "output": f"{width * 3}x{height * 3}",
+                "lr": f"{width}x{height}",
+                "method": name,
+                **measured,
+            }
+            preset = name.split(":")[0]
+            if name.endswith("backend=auto") and preset in chosen:
+                row["method"] += f" ({chosen[preset]})"
+            if peer_time is not None:
+                row["cpu_vs_opencv"] = measured["cpu_ms"] / peer_time["cpu_ms"]
+                row["wall_vs_opencv"] = measured["wall_ms"] / peer_time["wall_ms"]
+            rows.append(row)
+        print("\n".join(f"{r['output']} | {r['method']} | {r['cpu_ms']:.0f} ms" for r in rows[-len(times) :]))
+    return rows
+
+
 MEMORY_SCRIPT = """
 import resource, sys, numpy as np, torch
 from PIL import Image
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 torch.set_num_threads(int(sys.argv[3]))
 h, w, tile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
+options = {"backend": sys.argv[5]} if len(sys.argv) > 5 else {}
 model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=4)).eval()
 image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = upscale(image, model, tile_size=None if tile == "none" else int(tile), max_pixels=None)
+tile = None if tile == "none" else tile if tile == "auto" else int(tile)
+out = upscale(image, model, tile_size=tile, max_pixels=None, **options)
 assert out.size == (4 * w, 4 * h)
 print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
 
 
-def peak_memory_mb(height: int, width: int, tile: str) -> tuple[float, float]:
-    result = subprocess.run(
-        [sys.executable, "-c", MEMORY_SCRIPT, str(height), str(width), str(torch.get_num_threads()), tile],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+def peak_memory_mb(height: int, width: int, tile: str, backend: str | None = None) -> tuple[float, float]:
+    argv = [sys.executable, "-c", MEMORY_SCRIPT, str(height), str(width), str(torch.get_num_threads()), tile]
+    result = subprocess.run(argv + ([backend] if backend else []), capture_output=True, text=True, check=True)
     before, peak = (float(v) for v in result.stdout.split()[-2:])
     return before, peak
 
@@ -134,12 +209,48 @@ def tiling_max_diff() -> float:
     return (whole - tiled).abs().max().item()
 
 
+def upscale_markdown(report: dict) -> list[str]:
+    lines = [
+        "## `upscale(PIL image, model)`: what a user calls",
+        "",
+        f"x3, PIL RGB in and out, default options (fp32, exact), {report['threads']} thread(s) for every method "
+        f"(torch, onnxruntime, OpenCV). Median of {report['repeats']} rounds, each method once per round in turn. "
+        "CPU = the process's CPU time (at one thread the fair measure on a shared machine: time spent waiting "
+        "for the core is not counted), wall = elapsed time. Load average (1 min) before / after: "
+        f"{report['load'][0]:.1f} / {report['load'][1]:.1f}.",
+        "",
+        "| output | method | CPU ms | vs OpenCV (CPU) | wall ms | vs OpenCV (wall) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for row in report["upscale_rows"]:
+        cpu_vs = f"{row['cpu_vs_opencv']:.2f}x" if "cpu_vs_opencv" in row else ""
+        wall_vs = f"{row['wall_vs_opencv']:.2f}x" if "wall_vs_opencv" in row else ""
+        lines.append(
+            f"| {row['output']} | {row['method']} | {row['cpu_ms']:.0f} | {cpu_vs} | {row['wall_ms']:.0f} | "
+            f"{wall_vs} |"
+        )
+    lines += [
+        "",
+        "backend=auto names in brackets what it chose (`espcn_hf.ort_backend.resolve_backend`: onnxruntime here "
+        "because the graph was already exported by the onnxruntime rows).",
+    ]
+    return lines
+
+
 def to_markdown(report: dict) -> str:
     lines = [
         f"# Inference speed ({report['device']})",
         "",
         f"Command: `{report['command']}`  ",
         f"Machine: {report['machine']}, torch {report['torch']}, {report['threads']} threads.  ",
+    ]
+    if "upscale_rows" in report:
+        lines += ["", *upscale_markdown(report), ""]
+    if "rows" not in report:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "## The network through `upscale_tensor`, per inference mode",
+        "",
         f"Reference: 4096x4096 fp32 matmul **{report['matmul_gflops']:.1f} GFLOP/s** (median of {report['repeats']}).",
         "",
         f"Milliseconds per frame (median), output 1920x1080, tile_size={report['tile']!r}. GFLOP/s counts the "
@@ -162,9 +273,15 @@ def to_markdown(report: dict) -> str:
             "## Tiled x4 upscale of a 4000x3000 image (output 16000x12000)",
             "",
             f"Peak resident memory of the whole process: **{mem['tiled_peak_mb']:.0f} MB** with tile {mem['tile']} "
-            f"(after imports: {mem['baseline_mb']:.0f} MB).  ",
+            f"(after imports: {mem['baseline_mb']:.0f} MB), backend torch.  ",
             f"Tiled vs untiled output on a 400x300 input (x4, tile 96): max abs difference {report['tiling_max_diff']:.2e}.",
         ]
+        for backend, peak in mem.get("other_backends", {}).items():
+            lines[-1:-1] = [
+                f'With backend {backend} (what `upscale()`\'s "auto" runs on a job this large where the `onnx` '
+                f"extra is installed): **{peak['tile']:.0f} MB** with tile {mem['tile']}, {peak['auto']:.0f} MB with "
+                "the default tile (256 on CPU).  "
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -189,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         help="tile_size for the network rows: 'auto' (what upscale() does), 0 or 'none' = whole frame",
     )
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--upscale-only", action="store_true", help="only the upscale(PIL image, model) rows (CPU)"
+    )
     parser.add_argument("--out", default=str(REPO / "benchmarks"))
     args = parser.parse_args(argv)
     if args.threads:
@@ -196,8 +316,12 @@ def main(argv: list[str] | None = None) -> int:
     devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
     devices = [d for d in devices if d == "cpu" or torch.cuda.is_available()]
     command = "python scripts/benchmark.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.upscale_only:
+        devices = ["cpu"]
+    has_backends = "backend" in inspect.signature(upscale).parameters
+    if has_backends:
+        from espcn_hf.ort_backend import onnxruntime_available
     for device in devices:
-        matmul = matmul_gflops(device, args.repeats)
         report = {
             "device": device if device == "cpu" else torch.cuda.get_device_name(),
             "command": command.strip(),
@@ -205,13 +329,28 @@ def main(argv: list[str] | None = None) -> int:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "repeats": args.repeats,
-            "matmul_gflops": matmul,
-            "tile": args.tile,
-            "rows": speed_rows(device, args.repeats, matmul, args.paths, args.tile),
         }
+        if device == "cpu":
+            load_before = os.getloadavg()[0]
+            report["upscale_rows"] = upscale_rows(args.repeats)
+            report["load"] = [load_before, os.getloadavg()[0]]
+        if args.upscale_only:
+            args.skip_memory = True
+        else:
+            matmul = matmul_gflops(device, args.repeats)
+            report["matmul_gflops"] = matmul
+            report["tile"] = args.tile
+            report["rows"] = speed_rows(device, args.repeats, matmul, args.paths, args.tile)
         if device == "cpu" and not args.skip_memory:
-            baseline, peak = peak_memory_mb(3000, 4000, "512")
+            baseline, peak = peak_memory_mb(3000, 4000, "512", "torch" if has_backends else None)
             report["memory"] = {"tile": 512, "tiled_peak_mb": peak, "baseline_mb": baseline}
+            if has_backends and onnxruntime_available():
+                report["memory"]["other_backends"] = {
+                    "onnxruntime": {
+                        "tile": peak_memory_mb(3000, 4000, "512", "onnxruntime")[1],
+                        "auto": peak_memory_mb(3000, 4000, "auto", "onnxruntime")[1],
+                    }
+                }
             report["tiling_max_diff"] = tiling_max_diff()
         markdown = to_markdown(report)
         print(markdown)
