@@ -163,9 +163,9 @@ def render_comparison(
     from .inference import upscale_tensor
 
     r = model.config.upscale_factor
-    array = np.asarray(hr.convert("RGB") if isinstance(hr, Image.Image) else hr)
+    array = np.array(hr.convert("RGB") if isinstance(hr, Image.Image) else hr)  # a writable copy for torch
     hr_t = mod_crop(
-        to_unit_float(torch.from_numpy(np.ascontiguousarray(array)), torch.float64).permute(2, 0, 1)[None], r
+        to_unit_float(torch.from_numpy(array), torch.float64).permute(2, 0, 1)[None], r
     )
     size = min(crop, *hr_t.shape[-2:])
     size -= size % r
