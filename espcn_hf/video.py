@@ -47,6 +47,7 @@ Decisions, in the order a reader meets them:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import queue
@@ -916,6 +917,112 @@ def _check_options(batch_size, codec, preset, max_frames, max_seconds, memory_bu
         raise VideoError(f"unknown video encoder {codec!r} in this FFmpeg build")
 
 
+def _check_not_input(src, dst) -> None:
+    """`VideoError` when `dst` is the file `src` (the same path, or a link to it)."""
+    src_path, dst_path = Path(src), Path(dst)
+    if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):
+        raise VideoError(f"{dst}: refusing to overwrite the input video")
+
+
+def _model_scale(model: ESPCNForImageSuperResolution, scale: int | None) -> int:
+    """The model's upscale factor; `ValueError` when `scale` is given and differs."""
+    r = model.config.upscale_factor
+    if scale is not None and scale != r:
+        raise ValueError(f"scale={scale} but the model upscales x{r}")
+    return r
+
+
+def _check_storable(dst, format_name: str, supported: set, codec: str) -> None:
+    """`VideoError` when the `format_name` muxer lists its codecs (`supported`) and `codec` is not among them."""
+    import av
+
+    if supported and av.codec.Codec(codec, "w").canonical_name not in supported:
+        raise VideoError(
+            f"{dst}: the {format_name} format cannot store {codec} video; pick another extension"
+        )
+
+
+def _upscale_item(
+    item: FrameBatch | AudioPiece,
+    model: ESPCNForImageSuperResolution,
+    size: tuple[int, int],
+    max_pixels: int | None,
+    max_output_pixels: int | None,
+) -> FrameBatch | AudioPiece:
+    """Stage 2 of `upscale_video` for one item of `VideoDecoder.items`: a `FrameBatch` upscaled and cropped to
+    `size` = (width, height); audio passes as it is."""
+    if not isinstance(item, FrameBatch):
+        return item
+    width, height = size
+    pixels = upscale_frames(
+        item.pixels, model, size=(height, width), max_pixels=max_pixels, max_output_pixels=max_output_pixels
+    )
+    return FrameBatch(item.pts, item.time_base, pixels, item.look)
+
+
+def _write_counted(encoder: VideoEncoder, bar, item: FrameBatch | AudioPiece) -> None:
+    """Stage 3 of `upscale_video` for one item: written, and its frames counted on the progress bar."""
+    encoder.write(item)
+    if isinstance(item, FrameBatch):
+        bar.update(len(item))
+
+
+def _encode_video(
+    source: VideoDecoder,
+    transform: Callable[[Any], Any],
+    src,
+    dst,
+    format_name: str,
+    *,
+    batch_size: int,
+    audio: dict,
+    progress: bool,
+    **encoder_args,
+) -> VideoEncoder:
+    """Run the three stages from `source` through `transform` into `dst` (written atomically, the
+    `VideoEncoder` given `encoder_args`), with a progress bar; FFmpeg's errors become `VideoError` naming
+    `src` and `dst`. Returns the finished encoder."""
+    import av
+    from tqdm.auto import tqdm
+
+    transcode = [stream for stream, how in audio.items() if how != "copy"]
+    with tqdm(total=source.frames or None, unit="frame", desc=Path(src).name, disable=not progress) as bar:
+        try:
+            with (
+                atomic_path(Path(dst)) as tmp,
+                VideoEncoder(tmp, format_name, source, audio=audio, **encoder_args) as encoder,
+            ):
+                write = functools.partial(_write_counted, encoder, bar)
+                run_stages(source.items(batch_size, transcode), transform, write)
+                encoder.finish()
+        except av.error.FFmpegError as error:
+            # named by the files the caller knows, not by the hidden temporary file
+            raise VideoError(f"{src} -> {dst}: FFmpeg failed ({_ffmpeg_reason(error)})") from None
+    return encoder
+
+
+def _output_info(
+    dst: Path, format_name: str, codec: str, audio: dict, source: VideoDecoder, encoder: VideoEncoder
+) -> VideoInfo:
+    """What `upscale_video` wrote: `encoder`'s frames, size and rotation, `source`'s rate and duration, and the
+    audio codecs as `plan_audio`'s plan `audio` made them."""
+    width, height = encoder.size
+    return VideoInfo(
+        path=str(dst),
+        format=format_name,
+        width=width,
+        height=height,
+        frames=encoder.frames,
+        rate=source.rate,
+        codec=codec,
+        audio_codecs=tuple(
+            stream.codec_context.name if how == "copy" else how for stream, how in audio.items()
+        ),
+        rotation=encoder.rotation,
+        duration=source.duration,
+    )
+
+
 def upscale_video(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -967,73 +1074,33 @@ def upscale_video(
     """
     if not _have_pyav():
         raise VideoError(f"{src}: reading videos needs PyAV: pip install 'espcn-hf[video]'")
-    import av
-    from tqdm.auto import tqdm
-
     from .inference import placed_model
 
     src_path, dst_path = Path(src), Path(dst)
     _check_options(batch_size, codec, preset, max_frames, max_seconds, memory_budget)
-    if dst_path.exists() and src_path.exists() and os.path.samefile(dst_path, src_path):  # links too
-        raise VideoError(f"{dst}: refusing to overwrite the input video")
+    _check_not_input(src, dst)
     model = placed_model(model, device)
-    r = model.config.upscale_factor
-    if scale is not None and scale != r:
-        raise ValueError(f"scale={scale} but the model upscales x{r}")
+    r = _model_scale(model, scale)
     format_name, supported = _output_format(dst_path)
 
     with VideoDecoder(src_path, max_frames=max_frames, max_seconds=max_seconds) as source:
         source.check(r, max_pixels, max_output_pixels)
-        if supported and av.codec.Codec(codec, "w").canonical_name not in supported:
-            raise VideoError(
-                f"{dst}: the {format_name} format cannot store {codec} video; pick another extension"
-            )
+        _check_storable(dst, format_name, supported, codec)
         audio = plan_audio(source, format_name, dst_path)
-        out_width, out_height = _even_size(source.width * r, source.height * r, pix_fmt)
+        size = _even_size(source.width * r, source.height * r, pix_fmt)
         plan = plan_memory(
             source.width, source.height, r,
             batch_size=batch_size, codec=codec, preset=preset, memory_budget=memory_budget,
         )  # fmt: skip
-        transcode = [stream for stream, how in audio.items() if how != "copy"]
-
-        def upscaled(item):
-            if isinstance(item, FrameBatch):
-                pixels = upscale_frames(
-                    item.pixels, model, size=(out_height, out_width),
-                    max_pixels=max_pixels, max_output_pixels=max_output_pixels,
-                )  # fmt: skip
-                return FrameBatch(item.pts, item.time_base, pixels, item.look)
-            return item
-
-        with tqdm(total=source.frames or None, unit="frame", desc=src_path.name, disable=not progress) as bar:
-            try:
-                with atomic_path(dst_path) as tmp, VideoEncoder(
-                    tmp, format_name, source, size=(out_width, out_height), codec=codec, pix_fmt=pix_fmt,
-                    options=encoder_options(codec, crf, preset, plan.lookahead), audio=audio,
-                ) as encoder:  # fmt: skip
-
-                    def write(item) -> None:
-                        encoder.write(item)
-                        if isinstance(item, FrameBatch):
-                            bar.update(len(item))
-
-                    run_stages(source.items(plan.batch_size, transcode), upscaled, write)
-                    encoder.finish()
-            except av.error.FFmpegError as error:
-                # named by the files the caller knows, not by the hidden temporary file
-                raise VideoError(f"{src} -> {dst}: FFmpeg failed ({_ffmpeg_reason(error)})") from None
-    return VideoInfo(
-        path=str(dst_path),
-        format=format_name,
-        width=out_width,
-        height=out_height,
-        frames=encoder.frames,
-        rate=source.rate,
-        codec=codec,
-        audio_codecs=tuple(a.codec_context.name if how == "copy" else how for a, how in audio.items()),
-        rotation=encoder.rotation,
-        duration=source.duration,
-    )
+        upscale = functools.partial(
+            _upscale_item, model=model, size=size, max_pixels=max_pixels, max_output_pixels=max_output_pixels
+        )
+        encoder = _encode_video(
+            source, upscale, src, dst, format_name,
+            batch_size=plan.batch_size, audio=audio, progress=progress,
+            size=size, codec=codec, pix_fmt=pix_fmt, options=encoder_options(codec, crf, preset, plan.lookahead),
+        )  # fmt: skip
+    return _output_info(dst_path, format_name, codec, audio, source, encoder)
 
 
 __all__ = [
