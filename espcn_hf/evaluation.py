@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ OPENCV_PEERS = {
     "opencv-fsrcnn": ("fsrcnn", "FSRCNN_x{scale}.pb", "opencv_fsrcnn"),
     "opencv-fsrcnn-small": ("fsrcnn", "FSRCNN-small_x{scale}.pb", "opencv_fsrcnn"),
 }
+
 
 class PeerModelError(ValueError):
     """An OpenCV peer model that the installed OpenCV cannot read: that peer is left out of a run."""
@@ -389,6 +390,87 @@ def _mean(values: Iterable[float]) -> float:
     return math.fsum(values) / len(values) if values else float("nan")
 
 
+class _ImageRun(NamedTuple):
+    """One image scored by one method (what the processes gather)."""
+
+    index: int
+    name: str
+    scores: dict[str, float]
+    seconds: float
+    output: np.ndarray | None  # the uint8 SR image when kept (`keep_outputs`)
+
+
+def _upscalers(
+    methods: Mapping[str, Any], accelerator, tile_size: int | str | None
+) -> tuple[dict[str, Upscaler], list[tuple[torch.nn.Module, bool]]]:
+    """Each method as an upscaler (models unwrapped and put in eval mode), and the models with the training
+    mode to restore afterwards."""
+    upscalers: dict[str, Upscaler] = {}
+    restore: list[tuple[torch.nn.Module, bool]] = []
+    for name, method in methods.items():
+        if _is_model(method):
+            model = accelerator.unwrap_model(method) if accelerator is not None else method
+            restore.append((model, model.training))
+            upscalers[name] = model_upscaler(model.eval(), tile_size)
+        elif callable(method):
+            upscalers[name] = method
+        else:
+            raise TypeError(f"evaluate: method {name!r} is neither a model nor a callable")
+    return upscalers, restore
+
+
+def _run_image(
+    upscale: Upscaler,
+    dataset,
+    index: int,
+    *,
+    set_name: str,
+    method: str,
+    scale: int,
+    rgb_ssim: bool,
+    keep: set[str],
+) -> _ImageRun:
+    """Upscale the item `index` of `dataset` (timed) and score it; its output is kept when its name is in
+    `keep`. `set_name` and `method` name the image in errors."""
+    item = dataset[index]
+    image_name = item.get("name", f"{index:04d}")
+    lr, hr = item["pixel_values"][None], item["labels"][None]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        sr = upscale(lr)
+        _sync(sr)
+    seconds = time.perf_counter() - start
+    try:
+        scores = _score_image(sr, hr, scale, rgb_ssim)
+    except ValueError as error:
+        raise ValueError(f"{set_name}/{image_name}, {method}: {error}") from None
+    kept = _to_uint8_hwc(sr) if image_name in keep else None
+    return _ImageRun(index, image_name, scores, seconds, kept)
+
+
+def _gathered(local: list[_ImageRun], world: int) -> list[_ImageRun]:
+    """The runs of every process (of this one alone when `world` is 1), in dataset order."""
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        local = gather_object(local)
+    return sorted(local, key=lambda run: run.index)
+
+
+def _set_scores(runs: list[_ImageRun], rgb_ssim: bool) -> SetScores:
+    """The mean scores of one method on one set, from its image runs in dataset order."""
+    per_image = {run.name: run.scores for run in runs}
+    return SetScores(
+        psnr_y=_mean(s["psnr_y"] for s in per_image.values()),
+        ssim_y=_mean(s["ssim_y"] for s in per_image.values()),
+        psnr_rgb=_mean(s["psnr_rgb"] for s in per_image.values()),
+        ssim_rgb=_mean(s["ssim_rgb"] for s in per_image.values()) if rgb_ssim else None,
+        num_images=len(per_image),
+        seconds=math.fsum(run.seconds for run in runs),
+        per_image=per_image,
+    )
+
+
 def evaluate(
     methods: Mapping[str, Any] | Any,
     sets: Mapping[str, Any],
@@ -426,61 +508,25 @@ def evaluate(
         raise ValueError("evaluate: no methods given")
     rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
     keep = {s: set(names) for s, names in (keep_outputs or {}).items()}
-    upscalers: dict[str, Upscaler] = {}
-    restore: list[tuple[torch.nn.Module, bool]] = []
-    for name, method in methods.items():
-        if _is_model(method):
-            model = accelerator.unwrap_model(method) if accelerator is not None else method
-            restore.append((model, model.training))
-            upscalers[name] = model_upscaler(model.eval(), tile_size)
-        elif callable(method):
-            upscalers[name] = method
-        else:
-            raise TypeError(f"evaluate: method {name!r} is neither a model nor a callable")
+    upscalers, restore = _upscalers(methods, accelerator, tile_size)
 
-    start_all = time.perf_counter()
+    start = time.perf_counter()
     results: dict[str, dict[str, SetScores]] = {}
     outputs: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     try:
         for set_name, dataset in sets.items():
-            results[set_name] = {}
+            results[set_name], kept_names = {}, keep.get(set_name, set())
             for method, upscale in upscalers.items():
-                local = []  # (index, name, scores, seconds, kept output or None)
-                for index in range(rank, len(dataset), world):
-                    item = dataset[index]
-                    image_name = item.get("name", f"{index:04d}")
-                    lr, hr = item["pixel_values"][None], item["labels"][None]
-                    start = time.perf_counter()
-                    with torch.inference_mode():
-                        sr = upscale(lr)
-                        _sync(sr)
-                    seconds = time.perf_counter() - start
-                    try:
-                        scores = _score_image(sr, hr, scale, rgb_ssim)
-                    except ValueError as error:
-                        raise ValueError(f"{set_name}/{image_name}, {method}: {error}") from None
-                    kept = _to_uint8_hwc(sr) if image_name in keep.get(set_name, ()) else None
-                    local.append((index, image_name, scores, seconds, kept))
-                gathered = local
-                if world > 1:
-                    from accelerate.utils import gather_object
-
-                    gathered = gather_object(local)
-                gathered = sorted(gathered, key=lambda row: row[0])
-                per_image = {row[1]: row[2] for row in gathered}
-                scores = SetScores(
-                    psnr_y=_mean(s["psnr_y"] for s in per_image.values()),
-                    ssim_y=_mean(s["ssim_y"] for s in per_image.values()),
-                    psnr_rgb=_mean(s["psnr_rgb"] for s in per_image.values()),
-                    ssim_rgb=_mean(s["ssim_rgb"] for s in per_image.values()) if rgb_ssim else None,
-                    num_images=len(per_image),
-                    seconds=math.fsum(row[3] for row in gathered),
-                    per_image=per_image,
-                )
-                results[set_name][method] = scores
-                for row in gathered:
-                    if row[4] is not None:
-                        outputs.setdefault(set_name, {}).setdefault(method, {})[row[1]] = row[4]
+                local = [
+                    _run_image(upscale, dataset, index, set_name=set_name, method=method, scale=scale,
+                               rgb_ssim=rgb_ssim, keep=kept_names)
+                    for index in range(rank, len(dataset), world)
+                ]  # fmt: skip
+                runs = _gathered(local, world)
+                results[set_name][method] = scores = _set_scores(runs, rgb_ssim)
+                kept = {run.name: run.output for run in runs if run.output is not None}
+                if kept:
+                    outputs.setdefault(set_name, {})[method] = kept
                 if on_result is not None:
                     on_result(set_name, method, scores)
     finally:
@@ -490,7 +536,7 @@ def evaluate(
         scale=scale,
         results=results,
         methods=list(upscalers),
-        seconds=time.perf_counter() - start_all,
+        seconds=time.perf_counter() - start,
         outputs=outputs,
     )
 
