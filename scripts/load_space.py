@@ -13,6 +13,7 @@ Exit status 1 when a request was lost or failed or the app stopped answering.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import platform
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -69,7 +71,8 @@ def _random_weight_checkpoints() -> Path:
 
 
 def launch_local(random_weights: bool):
-    """Start space/app.py's demo in this process; returns (url, demo, model note)."""
+    """Start space/app.py's demo in this process; returns (url, demo, model note, the app module, its private
+    gradio temp folder)."""
     if random_weights:
         root = _random_weight_checkpoints()
         for scale in (2, 3, 4):
@@ -104,76 +107,151 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from gradio_client import Client, handle_file
+@dataclass(frozen=True)
+class Outcome:
+    """One request: its index, seconds from submit to result, the error (None when it completed) and the app's
+    info text."""
+
+    index: int
+    seconds: float
+    error: str | None
+    info: str
+
+
+def one_request(client, image: Path, scale: int, expected: tuple[int, int], index: int) -> Outcome:
+    """Upscale `image` x`scale` through the app's /super_resolve; a wrong output size or any error is the
+    request's failure, never dropped."""
+    from gradio_client import handle_file
     from PIL import Image
 
-    demo, app, note, temp = None, None, "a running app at --url", None
-    url = args.url
-    if url is None:
-        url, demo, note, app, temp = launch_local(args.random_weights)
+    start = time.perf_counter()
     try:
-        client = Client(
-            url, verbose=False, download_files=str(Path(tempfile.mkdtemp(prefix="espcn-load-")) / "client")
+        slider, info, download = client.predict(
+            handle_file(str(image)), scale, False, api_name="/super_resolve"
         )
-        temp_before = folder_bytes(temp)
-        width, height = Image.open(args.image).size
-        expected = (width * args.scale, height * args.scale)
+        size = Image.open(download).size
+        if size != expected:
+            return Outcome(index, time.perf_counter() - start, f"wrong size {size}", info)
+        return Outcome(index, time.perf_counter() - start, None, info)
+    except Exception as error:  # counted and reported, never dropped
+        return Outcome(index, time.perf_counter() - start, f"{type(error).__name__}: {error}", "")
 
-        def one_request(index: int):
-            start = time.perf_counter()
-            try:
-                slider, info, download = client.predict(
-                    handle_file(str(args.image)), args.scale, False, api_name="/super_resolve"
-                )
-                size = Image.open(download).size
-                if size != expected:
-                    return index, time.perf_counter() - start, f"wrong size {size}", info
-                return index, time.perf_counter() - start, None, info
-            except Exception as error:  # counted and reported, never dropped
-                return index, time.perf_counter() - start, f"{type(error).__name__}: {error}", ""
 
-        print(f"{args.requests} concurrent requests to {url} ({args.image.name}, x{args.scale}) ...")
-        wall_start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.requests) as pool:
-            results = list(pool.map(one_request, range(args.requests)))
-        wall = time.perf_counter() - wall_start
+@dataclass(frozen=True)
+class Burst:
+    """What a burst of `requests` concurrent requests gave: completed and failed requests, lost ones, latencies
+    (seconds) of the completed ones, the wall time and the first completed request's info line."""
 
-        completed = [r for r in results if r[2] is None]
-        failed = [r for r in results if r[2] is not None]
-        lost = args.requests - len(results)
-        latencies = [r[1] for r in completed]
-        p50 = statistics.median(latencies) if latencies else float("nan")
-        p95 = percentile(latencies, 95) if latencies else float("nan")
-        info_line = completed[0][3].split("\n\n")[:2] if completed else []
-        temp_after = folder_bytes(temp)
+    requests: int
+    completed: list[Outcome]
+    failed: list[Outcome]
+    lost: int
+    wall: float
+    p50: float
+    p95: float
+    max_latency: float
+    throughput: float  # completed requests per second of wall time
+    info_line: list[str]
 
-        # The app must still answer after the burst.
-        alive_start = time.perf_counter()
-        try:
-            client.predict(handle_file(str(args.image)), 2, False, api_name="/super_resolve")
-            alive = f"yes ({(time.perf_counter() - alive_start) * 1000:.0f} ms for one x2 request)"
-        except Exception as error:
-            alive = f"NO: {type(error).__name__}: {error}"
-    finally:
-        if demo is not None:
-            demo.close()
-        if temp is not None:
-            shutil.rmtree(temp, ignore_errors=True)
+    @classmethod
+    def of(cls, outcomes: list[Outcome], requests: int, wall: float) -> Burst:
+        completed = [r for r in outcomes if r.error is None]
+        latencies = [r.seconds for r in completed]
+        return cls(
+            requests=requests,
+            completed=completed,
+            failed=[r for r in outcomes if r.error is not None],
+            lost=requests - len(outcomes),
+            wall=wall,
+            p50=statistics.median(latencies) if latencies else float("nan"),
+            p95=percentile(latencies, 95) if latencies else float("nan"),
+            max_latency=max(latencies, default=float("nan")),
+            throughput=len(completed) / wall,
+            info_line=completed[0].info.split("\n\n")[:2] if completed else [],
+        )
 
-    summary = (
-        f"completed {len(completed)}/{args.requests}, failed {len(failed)}, lost {lost}; "
-        f"latency p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(latencies, default=float('nan')):.2f} s; "
-        f"wall {wall:.1f} s ({len(completed) / wall:.2f} req/s); still answering: {alive}"
+
+def send_burst(client, args: argparse.Namespace, expected: tuple[int, int]) -> Burst:
+    """`args.requests` requests at once, one thread each."""
+    request = functools.partial(one_request, client, args.image, args.scale, expected)
+    wall_start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.requests) as pool:
+        outcomes = list(pool.map(request, range(args.requests)))
+    return Burst.of(outcomes, args.requests, time.perf_counter() - wall_start)
+
+
+def still_answering(client, image: Path) -> str:
+    """ "yes (... ms ...)" when the app answers one x2 request after the burst, else "NO: <error>"."""
+    from gradio_client import handle_file
+
+    alive_start = time.perf_counter()
+    try:
+        client.predict(handle_file(str(image)), 2, False, api_name="/super_resolve")
+        return f"yes ({(time.perf_counter() - alive_start) * 1000:.0f} ms for one x2 request)"
+    except Exception as error:
+        return f"NO: {type(error).__name__}: {error}"
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """A whole load test: the image's size and the expected output size, the burst, whether the app still
+    answered, and the app's gradio cache folder's bytes before and after the burst (None for a running app)."""
+
+    size: tuple[int, int]
+    expected: tuple[int, int]
+    burst: Burst
+    alive: str
+    temp_before: int | None
+    temp_after: int | None
+
+
+def load_test(url: str, args: argparse.Namespace, temp: Path | None) -> LoadRun:
+    """The burst against the app at `url`, then one more request to see that it still answers."""
+    from gradio_client import Client
+    from PIL import Image
+
+    client = Client(
+        url, verbose=False, download_files=str(Path(tempfile.mkdtemp(prefix="espcn-load-")) / "client")
     )
-    print(summary)
-    for index, _, error, _ in failed:
-        print(f"  request {index}: {error}")
+    temp_before = folder_bytes(temp)
+    width, height = Image.open(args.image).size
+    expected = (width * args.scale, height * args.scale)
+    print(f"{args.requests} concurrent requests to {url} ({args.image.name}, x{args.scale}) ...")
+    burst = send_burst(client, args, expected)
+    temp_after = folder_bytes(temp)
+    alive = still_answering(client, args.image)  # the app must still answer after the burst
+    return LoadRun((width, height), expected, burst, alive, temp_before, temp_after)
 
+
+def summary_line(run: LoadRun) -> str:
+    burst = run.burst
+    return (
+        f"completed {len(burst.completed)}/{burst.requests}, failed {len(burst.failed)}, lost {burst.lost}; "
+        f"latency p50 {burst.p50:.2f} s, p95 {burst.p95:.2f} s, max {burst.max_latency:.2f} s; "
+        f"wall {burst.wall:.1f} s ({burst.throughput:.2f} req/s); still answering: {run.alive}"
+    )
+
+
+def cache_line(run: LoadRun, app) -> str:
+    """The report's line on the gradio cache folder of an app launched here."""
+    if run.temp_before is None or run.temp_after is None:
+        return "Temp folders: not measured (a running app at --url)."
+    per_request = (run.temp_after - run.temp_before) / 1e6 / max(len(run.burst.completed), 1)
+    return (
+        f"Gradio's cache folder (uploads and the app's results): {run.temp_before / 1e6:.2f} MB before the "
+        f"burst (the examples), {run.temp_after / 1e6:.2f} MB right after it "
+        f"({per_request:.2f} MB per request); gradio deletes "
+        f"them after {app.DELETE_CACHE[1] // 60} minutes (`delete_cache={app.DELETE_CACHE}`), the app keeps "
+        f"the folder under {app.CACHE_MAX_BYTES / 1e9:g} GB, and tests/test_space.py checks both."
+    )
+
+
+def report_lines(args: argparse.Namespace, run: LoadRun, note: str, demo, app) -> list[str]:
+    """The Markdown report."""
     import gradio
     import torch
 
+    burst, (width, height), expected = run.burst, run.size, run.expected
     command = "python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(__file__, REPO_ROOT), *sys.argv[1:]]
     )
@@ -188,7 +266,7 @@ def main(argv=None) -> int:
         f"- Requests: {args.requests} sent at once through `gradio_client` (one thread each), "
         f"`{args.image.name}` ({width}×{height}) x{args.scale} → {expected[0]}×{expected[1]}",
         f"- Models: {note}",
-        f"- App info line: {' '.join(info_line) if info_line else '–'}",
+        f"- App info line: {' '.join(burst.info_line) if burst.info_line else '–'}",
         f"- Queue: {queue or 'as configured by the running app'}",
         f"- Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs; load average "
         f"{os.getloadavg()[0]:.1f} at the end), torch "
@@ -197,33 +275,49 @@ def main(argv=None) -> int:
         "",
         "| completed | failed | lost | p50 latency | p95 latency | max | wall time | throughput |",
         "|---|---|---|---|---|---|---|---|",
-        f"| {len(completed)}/{args.requests} | {len(failed)} | {lost} | {p50:.2f} s | {p95:.2f} s | "
-        f"{max(latencies, default=float('nan')):.2f} s | {wall:.1f} s | {len(completed) / wall:.2f} req/s |",
+        f"| {len(burst.completed)}/{args.requests} | {len(burst.failed)} | {burst.lost} | {burst.p50:.2f} s | "
+        f"{burst.p95:.2f} s | {burst.max_latency:.2f} s | {burst.wall:.1f} s | {burst.throughput:.2f} req/s |",
         "",
-        f"Still answering after the burst: {alive}.",
+        f"Still answering after the burst: {run.alive}.",
         "",
-        (
-            f"Gradio's cache folder (uploads and the app's results): {temp_before / 1e6:.2f} MB before the "
-            f"burst (the examples), {temp_after / 1e6:.2f} MB right after it "
-            f"({(temp_after - temp_before) / 1e6 / max(len(completed), 1):.2f} MB per request); gradio deletes "
-            f"them after {app.DELETE_CACHE[1] // 60} minutes (`delete_cache={app.DELETE_CACHE}`), the app keeps "
-            f"the folder under {app.CACHE_MAX_BYTES / 1e9:g} GB, and tests/test_space.py checks both."
-        )
-        if temp is not None
-        else "Temp folders: not measured (a running app at --url).",
+        cache_line(run, app),
         "",
         "Latency is submit-to-result as the client sees it, so it includes waiting in the queue: with "
         "two requests served at a time, the last of a burst waits for all the others.",
         "",
     ]
-    if failed:
-        report += ["Failures:", ""] + [f"- request {i}: {e}" for i, _, e, _ in failed] + [""]
+    if burst.failed:
+        report += ["Failures:", ""] + [f"- request {r.index}: {r.error}" for r in burst.failed] + [""]
+    return report
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # gradio_client reads GRADIO_TEMP_DIR when imported: import it before launch_local sets it for the app.
+    import gradio_client  # noqa: F401
+
+    demo, app, note, temp = None, None, "a running app at --url", None
+    url = args.url
+    if url is None:
+        url, demo, note, app, temp = launch_local(args.random_weights)
+    try:
+        run = load_test(url, args, temp)
+    finally:
+        if demo is not None:
+            demo.close()
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+    print(summary_line(run))
+    for outcome in run.burst.failed:
+        print(f"  request {outcome.index}: {outcome.error}")
     from espcn_hf.fileio import atomic_write_text
 
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.report, "\n".join(report))
+    atomic_write_text(args.report, "\n".join(report_lines(args, run, note, demo, app)))
     print(f"wrote {args.report}")
-    return 0 if not failed and not lost and alive.startswith("yes") else 1
+    burst = run.burst
+    return 0 if not burst.failed and not burst.lost and run.alive.startswith("yes") else 1
 
 
 if __name__ == "__main__":
