@@ -333,24 +333,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    work = args.work.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    report = [
-        "# Space deploy rehearsal",
-        "",
-        "Command (from the repository root): `python scripts/rehearse_space.py`",
-        "",
-    ]
-
+def upload_folder_step(work: Path) -> tuple[Path, str]:
+    """Step 1: the Space upload folder; returns it and its report line."""
     _step("1. the Space upload folder")
     space = build_space_folder(work / "space-upload")
     files = sorted(str(p.relative_to(space)) for p in space.rglob("*") if p.is_file())
     size = sum((space / f).stat().st_size for f in files)
     top = sorted({f.split("/")[0] + ("/" if "/" in f else "") for f in files})
-    report.append(f"1. Space folder: {len(files)} files, {size / 1e6:.2f} MB: {', '.join(top)}")
+    return space, f"1. Space folder: {len(files)} files, {size / 1e6:.2f} MB: {', '.join(top)}"
 
+
+def hub_cache_step(work: Path) -> tuple[Path, str]:
+    """Step 2: the Hub cache holding the push folder of each default repo id; returns it and its report line."""
     _step("2. the Hub cache with the push folders of espcn-hf/espcn-x2/x3/x4")
     from espcn_hf.pretrained import HUB_REPO_IDS, packaged_weights
 
@@ -361,15 +355,17 @@ def main(argv=None) -> int:
         push = hub_push_folder(packaged_weights(scale), work / "push" / repo_id.split("/")[-1], repo_id)
         snapshot = lay_out_hub_cache(hub_cache, repo_id, push)
         print(f"   {repo_id}: {sorted(p.name for p in snapshot.iterdir())}")
-    report.append(
+    return hub_cache, (
         f"2. Hub cache: {', '.join(sorted(HUB_REPO_IDS.values()))} as `models--OWNER--NAME/snapshots/<sha>/` + "
         "`refs/main`, each the push folder of the packaged weights"
     )
 
+
+def venv_step(work: Path, space: Path, reuse: bool) -> tuple[str, str]:
+    """Step 3: a clean venv with only requirements.txt, in which `espcn_hf` must not be importable outside the
+    Space folder; returns its python and the report line."""
     _step("3. a clean venv with only requirements.txt")
-    python, install_s = make_venv(
-        work / "venv", space / "requirements.txt", work / "pip.log", args.reuse_venv
-    )
+    python, install_s = make_venv(work / "venv", space / "requirements.txt", work / "pip.log", reuse)
     version = subprocess.run(
         [
             python,
@@ -388,12 +384,41 @@ def main(argv=None) -> int:
         raise RuntimeError(
             "espcn_hf is importable in the venv outside the Space folder: the venv is not clean"
         )
-    report.append(
+    return python, (
         f"3. Fresh venv (`python -m venv`, no system packages), `pip install -r requirements.txt` "
         f"({'reused' if install_s == 0 else f'{install_s:.0f} s'}): torch {version[0]}, gradio {version[1]}, "
         f"transformers {version[2]}; `import espcn_hf` fails outside the Space folder"
     )
 
+
+def client_step(url: str, space: Path, downloads: Path) -> list[str]:
+    """Step 5: the app driven by gradio_client; its report lines."""
+    _step("5. gradio_client")
+    downloads.mkdir(exist_ok=True)
+    lines = drive_with_client(url, space, downloads)
+    return ["5. gradio_client:", *(f"   - {line}" for line in lines)]
+
+
+def browser_step(url: str, work: Path, downloads: Path, screenshot: Path) -> list[str]:
+    """Step 6: the app driven in Chromium (skipped when it is not installed); its report lines."""
+    if not CHROMIUM.exists():
+        return [f"6. Chromium: skipped ({CHROMIUM} not found)"]
+    _step("6. Chromium (Playwright)")
+    screenshot = screenshot.resolve()
+    info, video_info = drive_with_browser(
+        url, screenshot, downloads / "clip.mp4", work / "space_video_screenshot.png"
+    )
+    return [
+        f"6. Chromium (Playwright): example “Bird (Set5)” clicked and run; panel: {info}",
+        f"   Video tab: the 480×270 clip uploaded and run x2, the page plays it back at 960×540; panel: "
+        f"{video_info}",
+        f"   Screenshot: `{os.path.relpath(screenshot, REPO_ROOT)}`",
+    ]
+
+
+def serve_step(python: str, space: Path, hub_cache: Path, work: Path, screenshot: Path) -> list[str]:
+    """Step 4: `python app.py` offline in a fresh runtime folder, then steps 5 and 6 against it; the app is
+    stopped at the end whatever happens. Returns the report lines of steps 4 to 6."""
     _step("4. python app.py, offline")
     port = free_port()
     empty = work / "runtime"
@@ -405,33 +430,34 @@ def main(argv=None) -> int:
     try:
         startup = wait_for_port(port, process, log)
         url = f"http://127.0.0.1:{port}/"
-        report.append(
+        lines = [
             f"4. `python app.py` in the Space folder with HF_HUB_OFFLINE=1: listening after {startup:.1f} s"
-        )
-
-        _step("5. gradio_client")
+        ]
         downloads = work / "client-downloads"
-        downloads.mkdir(exist_ok=True)
-        lines = drive_with_client(url, space, downloads)
-        report.append("5. gradio_client:")
-        report += [f"   - {line}" for line in lines]
-
-        if CHROMIUM.exists():
-            _step("6. Chromium (Playwright)")
-            info, video_info = drive_with_browser(
-                url, args.screenshot.resolve(), downloads / "clip.mp4", work / "space_video_screenshot.png"
-            )
-            report.append(f"6. Chromium (Playwright): example “Bird (Set5)” clicked and run; panel: {info}")
-            report.append(
-                f"   Video tab: the 480×270 clip uploaded and run x2, the page plays it back at 960×540; panel: "
-                f"{video_info}"
-            )
-            report.append(f"   Screenshot: `{os.path.relpath(args.screenshot.resolve(), REPO_ROOT)}`")
-        else:
-            report.append(f"6. Chromium: skipped ({CHROMIUM} not found)")
+        lines += client_step(url, space, downloads)
+        lines += browser_step(url, work, downloads, screenshot)
     finally:
         stop(process)
-    report += [
+    return lines
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    space, space_line = upload_folder_step(work)
+    hub_cache, hub_line = hub_cache_step(work)
+    python, venv_line = venv_step(work, space, args.reuse_venv)
+    serve_lines = serve_step(python, space, hub_cache, work, args.screenshot)
+    report = [
+        "# Space deploy rehearsal",
+        "",
+        "Command (from the repository root): `python scripts/rehearse_space.py`",
+        "",
+        space_line,
+        hub_line,
+        venv_line,
+        *serve_lines,
         "",
         f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average {os.getloadavg()[0]:.1f} at the "
         "end), so the times above are those of a busy machine.",
