@@ -17,6 +17,7 @@ warm-up. Inputs: the benchmarks' synthetic frame (`common.test_frame`), 640x360 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -104,7 +106,7 @@ def chromium_version() -> str:
     return text.split(" built")[0].strip() or "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--site", type=Path, help="an existing build (default: build into a temporary folder)"
@@ -112,98 +114,137 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="WebAssembly and onnxruntime threads")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per case, after one warm-up")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "web_wasm.md")
-    args = parser.parse_args(argv)
-    if not CHROMIUM.is_file():
-        print(
-            f"error: Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
-            file=sys.stderr,
+    return parser.parse_args(argv)
+
+
+def built_site(site: Path | None, tmp: Path) -> Path:
+    """`site`, or the site built into `tmp`."""
+    if site is not None:
+        return site
+    started = time.perf_counter()
+    site = build_site(tmp / "site")
+    print(f"built the site in {time.perf_counter() - started:.0f} s")
+    return site
+
+
+def write_frames(tmp: Path) -> dict[str, np.ndarray]:
+    """The input frames (`FRAMES`), also saved as `<name>.png` in `tmp` for the page to open."""
+    frames = {name: test_frame(*size) for name, size in FRAMES.items()}
+    for name, frame in frames.items():
+        Image.fromarray(frame).save(tmp / f"{name}.png")
+    return frames
+
+
+def python_session(model_file: Path, threads: int) -> ort.InferenceSession:
+    """onnxruntime's CPU provider on `model_file` with `threads` threads, as the page's wasm backend."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+
+
+def open_pages(browser, url: str, tmp: Path, threads: int, tile: int) -> dict[tuple, PageCase]:
+    """A page per `PAGE_CASES` entry, keyed by (frame, threads, tile) with the defaults filled in."""
+    pages = {}
+    for name, case_threads, page_tile in PAGE_CASES:
+        query = f"backend=wasm&threads={case_threads or threads}" + (
+            f"&tile={page_tile}" if page_tile else ""
         )
-        return 1
+        pages[(name, case_threads or threads, page_tile or tile)] = PageCase(
+            browser, url, query, tmp / f"{name}.png"
+        )
+    return pages
+
+
+def elapsed_ms(work: Callable[[], object]) -> float:
+    """Wall time of `work()` in ms."""
+    started = time.perf_counter()
+    work()
+    return (time.perf_counter() - started) * 1000
+
+
+def python_round(
+    session: ort.InferenceSession, frames: dict, inputs: dict, tile: int, margin: int
+) -> dict[tuple, float]:
+    """One round of the Python cases: ms of the page's tiled work and of the whole frame, for each frame."""
+    ms = {}
+    for name, frame in frames.items():
+        tiled = functools.partial(python_tiled, session, frame, tile, margin)
+        whole = functools.partial(session.run, ["reconstruction"], {"pixel_values": inputs[name]})
+        ms[("python", name, "tiled")] = elapsed_ms(tiled)
+        ms[("python", name, "whole")] = elapsed_ms(whole)
+    return ms
+
+
+def run_rounds(
+    pages: dict[tuple, PageCase], python_cases: Callable[[], dict], repeats: int
+) -> dict[tuple, list]:
+    """Every case once per round, in turn, so a change of the machine's load touches all of them alike;
+    round 0 (sessions created) is the warm-up. The results of the timed rounds by case."""
+    times: dict[tuple, list] = {}
+    for round_index in range(repeats + 1):
+        results = {("page", *key): case.run() for key, case in pages.items()}
+        results.update(python_cases())
+        if round_index:
+            for key, result in results.items():
+                times.setdefault(key, []).append(result)
+        print(f"round {round_index} done", flush=True)
+    return times
+
+
+def measure(
+    site: Path, tmp: Path, frames: dict, session: ort.InferenceSession, tile: int, margin: int, args
+) -> tuple[dict[tuple, list], dict[tuple, int]]:
+    """The rounds with the site served and Chromium driving its pages; returns the times by case and the
+    thread count each page reported."""
     from playwright.sync_api import sync_playwright
 
-    load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        site = args.site
-        if site is None:
-            started = time.perf_counter()
-            site = build_site(tmp / "site")
-            print(f"built the site in {time.perf_counter() - started:.0f} s")
-        model_file = site / "models" / f"espcn-x{SCALE}.onnx"
-        manifest = json.loads((site / "site.json").read_text())
-        tile = manifest["tile_size"]
-        margin = manifest["models"][str(SCALE)]["receptive_field_radius"]
-        frames = {name: test_frame(*size) for name, size in FRAMES.items()}
-        for name, frame in frames.items():
-            Image.fromarray(frame).save(tmp / f"{name}.png")
+    inputs = {
+        name: (frame.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
+        for name, frame in frames.items()
+    }
+    python_cases = functools.partial(python_round, session, frames, inputs, tile, margin)
+    with serve_site(site) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        pages = open_pages(browser, url, tmp, args.threads, tile)
+        times = run_rounds(pages, python_cases, args.repeats)
+        reported_threads = {key: case.threads for key, case in pages.items()}
+        browser.close()
+    return times, reported_threads
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        inputs = {
-            name: (frame.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
-            for name, frame in frames.items()
-        }
 
-        # Every case runs once per round, in turn, so a change of the machine's load touches all of them alike.
-        times: dict[tuple, list] = {}
-        with serve_site(site) as url, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            pages = {}
-            for name, threads, page_tile in PAGE_CASES:
-                query = f"backend=wasm&threads={threads or args.threads}" + (
-                    f"&tile={page_tile}" if page_tile else ""
-                )
-                pages[(name, threads or args.threads, page_tile or tile)] = PageCase(
-                    browser, url, query, tmp / f"{name}.png"
-                )
-            for round_index in range(args.repeats + 1):  # round 0: the warm-up (sessions are created)
-                for key, case in pages.items():
-                    result = case.run()
-                    if round_index:
-                        times.setdefault(("page", *key), []).append(result)
-                for name, frame in frames.items():
-                    for kind, work in (
-                        ("tiled", lambda f=frame: python_tiled(session, f, tile, margin)),
-                        (
-                            "whole",
-                            lambda p=inputs[name]: session.run(["reconstruction"], {"pixel_values": p}),
-                        ),
-                    ):
-                        started = time.perf_counter()
-                        work()
-                        if round_index:
-                            times.setdefault(("python", name, kind), []).append(
-                                (time.perf_counter() - started) * 1000
-                            )
-                print(f"round {round_index} done", flush=True)
-            reported_threads = {key: case.threads for key, case in pages.items()}
-            browser.close()
-    load_after = os.getloadavg()[0]
+def median_of(times: dict[tuple, list], key: tuple, index: int | None = None) -> float:
+    """The median of a case's times (of item `index` of each result when given)."""
+    values = times[key] if index is None else [t[index] for t in times[key]]
+    return statistics.median(values)
 
-    threads = args.threads
-    r = SCALE
 
-    def median(key, index=None):
-        values = times[key] if index is None else [t[index] for t in times[key]]
-        return statistics.median(values)
-
-    lines = [
+def header_lines(args, load_before: float, load_after: float) -> list[str]:
+    """The title, the command, the machine and the method."""
+    return [
         "# The in-browser page on WebAssembly vs onnxruntime CPU (Python)",
         "",
         "Command: `python scripts/benchmark_web.py"
-        + ("" if threads == 2 else f" --threads {threads}")
+        + ("" if args.threads == 2 else f" --threads {args.threads}")
         + "`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; {chromium_version()} headless "
         f"(`--disable-gpu`, so no WebGPU), onnxruntime-web {ORT_VERSION} (WebAssembly, SIMD, threads through the "
         f"page's cross-origin isolation); onnxruntime {ort.__version__} (CPUExecutionProvider). Load average (1 min) "
         f"before / after: {load_before:.1f} / {load_after:.1f} (a shared machine: compare rows of one run).  ",
-        f"Model: espcn-x{r} (seven layers), the same .onnx file (built by `espcn_hf.web`) in both; input: the "
+        f"Model: espcn-x{SCALE} (seven layers), the same .onnx file (built by `espcn_hf.web`) in both; input: the "
         "benchmarks' synthetic frame (`scripts/common.py` test_frame). Milliseconds, median of "
         f"{args.repeats} rounds after one warm-up round (which creates the sessions); each round runs every case "
         "once, in turn. The page's tile is set with `?tile=`; every tile size gives the same pixels.",
         "",
+    ]
+
+
+def table_lines(
+    times: dict[tuple, list], reported_threads: dict[tuple, int], threads: int, tile: int
+) -> list[str]:
+    """The table: for each frame, the page's rows (network, click to result) and the two Python rows."""
+    r = SCALE
+    lines = [
         "| input -> output | method | threads | tile | ms |",
         "|---|---|---:|---:|---:|",
     ]
@@ -215,17 +256,22 @@ def main(argv: list[str] | None = None) -> int:
             page_tile = key[3]
             shown = reported_threads[key[1:]]
             lines.append(
-                f"| {size} | page, WebAssembly: the network over the tiles | {shown} | {page_tile} | {median(key, 0):.0f} |"
+                f"| {size} | page, WebAssembly: the network over the tiles | {shown} | {page_tile} | {median_of(times, key, 0):.0f} |"
             )
-            lines.append(f"| {size} | page, WebAssembly: click to result (decode, bicubic, PNG too) | {shown} | {page_tile} | {median(key, 1):.0f} |")  # fmt: skip
-        lines.append(f"| {size} | onnxruntime CPU, Python: the same tiles, packing and rounding | {threads} | {tile} | {median(('python', name, 'tiled')):.0f} |")  # fmt: skip
-        lines.append(f"| {size} | onnxruntime CPU, Python: whole frame, session.run alone | {threads} | - | {median(('python', name, 'whole')):.0f} |")  # fmt: skip
-    page_1080 = median(("page", "1080p", threads, tile), 0)
-    python_1080 = median(("python", "1080p", "tiled"))
-    page_512 = median(("page", "512px", threads, tile), 1)
-    network_512 = median(("page", "512px", threads, tile), 0)
+            lines.append(f"| {size} | page, WebAssembly: click to result (decode, bicubic, PNG too) | {shown} | {page_tile} | {median_of(times, key, 1):.0f} |")  # fmt: skip
+        lines.append(f"| {size} | onnxruntime CPU, Python: the same tiles, packing and rounding | {threads} | {tile} | {median_of(times, ('python', name, 'tiled')):.0f} |")  # fmt: skip
+        lines.append(f"| {size} | onnxruntime CPU, Python: whole frame, session.run alone | {threads} | - | {median_of(times, ('python', name, 'whole')):.0f} |")  # fmt: skip
+    return lines
+
+
+def verdict_lines(times: dict[tuple, list], threads: int, tile: int) -> list[str]:
+    """The page against Python at 1080p, and the 512x512 target."""
+    page_1080 = median_of(times, ("page", "1080p", threads, tile), 0)
+    python_1080 = median_of(times, ("python", "1080p", "tiled"))
+    page_512 = median_of(times, ("page", "512px", threads, tile), 1)
+    network_512 = median_of(times, ("page", "512px", threads, tile), 0)
     verdict = "met" if page_512 / 1000 < TARGET_512_S else "**NOT met**"
-    lines += [
+    return [
         "",
         f"- 1080p x3 output ({threads} threads, the page's default tile): the page takes {page_1080 / python_1080:.1f}x "
         f"the time of onnxruntime in Python on the same tiles ({page_1080:.0f} vs {python_1080:.0f} ms).",
@@ -234,6 +280,35 @@ def main(argv: list[str] | None = None) -> int:
         "- The 1-thread row shows what the other threads bought on this machine at this load; the 256-px row "
         "(upscale()'s CPU tile) why the page's tile is larger.",
         "",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not CHROMIUM.is_file():
+        print(
+            f"error: Debian's Chromium is not installed at {CHROMIUM} (apt-get install chromium)",
+            file=sys.stderr,
+        )
+        return 1
+    import playwright.sync_api  # noqa: F401  (a missing Playwright fails here, before the site is built)
+
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        site = built_site(args.site, tmp)
+        manifest = json.loads((site / "site.json").read_text())
+        tile = manifest["tile_size"]
+        margin = manifest["models"][str(SCALE)]["receptive_field_radius"]
+        frames = write_frames(tmp)
+        session = python_session(site / "models" / f"espcn-x{SCALE}.onnx", args.threads)
+        times, reported_threads = measure(site, tmp, frames, session, tile, margin, args)
+    load_after = os.getloadavg()[0]
+
+    lines = [
+        *header_lines(args, load_before, load_after),
+        *table_lines(times, reported_threads, args.threads, tile),
+        *verdict_lines(times, args.threads, tile),
     ]
     atomic_write_text(args.out, "\n".join(lines))
     print(f"wrote {args.out}")
