@@ -20,10 +20,12 @@ one of the files the model is loaded from (`-o MODEL/model.safetensors` replaced
 
 int8 (`quantize_onnx`, `espcn-hf export MODEL -o model_quantized.onnx --int8`): onnxruntime static quantisation of
 the exported graph, QDQ format, per-channel int8 weights, uint8 activations calibrated (min/max) on low-resolution
-training patches made as `espcn_hf.data.DataGenerator` makes them (`calibration_patches`). The first and the last
-convolutions stay float32: with a 3- (or 1-) channel input and an r*r*C-channel output they are the layers int8
-helps least and hurts most (measured: benchmarks/onnx_cpu.md). What it costs in PSNR and gains in speed per model
-is measured by `scripts/benchmark_onnx.py` (benchmarks/onnx_int8.json); the Hub upload ships the int8 file only
+training patches made as `espcn_hf.data.DataGenerator` makes them (`calibration_patches`), each ReLU fused into its
+convolution's output quantisation, and the int8 weights rounded GPTQ-style against the calibration activations
+(not to the nearest level). The first and the last convolutions stay float32: with a 3- (or 1-) channel input and
+an r*r*C-channel output they are the layers int8 helps least and hurts most. What it costs in PSNR and gains in
+speed per model is measured by `scripts/benchmark_onnx.py` (benchmarks/onnx_int8.json, onnx_cpu.md), the other
+recipes by `scripts/int8_recipes.py` (benchmarks/onnx_int8_recipes.md); the Hub upload ships the int8 file only
 where it loses at most 0.1 dB (`espcn_hf.hub.int8_verdict`).
 """
 
@@ -49,18 +51,52 @@ if TYPE_CHECKING:  # torch is imported when a model is exported, so `espcn-hf --
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 17
-# The int8 recipe (`quantize_onnx`, `calibration_patches`): written into each int8 file's metadata and into the
-# measurement file, so the Hub upload quantises exactly what was measured.
-INT8_RECIPE = {
-    "format": "QDQ",
-    "weights": "int8 per channel",
-    "activations": "uint8 per tensor, min/max calibration",
-    "float_layers": "first and last convolution",
-    "calibration_patches": 256,
-    "calibration_patch_size": 32,
-    "calibration_seed": 0,
-    "calibration_images": "every training folder (espcn_hf.data.training_folders('all'))",
+# The int8 recipe (`quantize_onnx`'s defaults, `calibration_patches`): written into each int8 file's metadata and
+# into the measurement file, so the Hub upload quantises exactly what was measured. Where the seven-layer nets'
+# loss came from (benchmarks/onnx_int8_recipes.md, scripts/int8_recipes.py): rounding each int8 weight to the
+# nearest level cost about 0.2 dB on Set5 at x3 (GPTQ-style rounding against the calibration activations: 0.01),
+# and quantising each convolution's output before its ReLU (a range wasting most of its 256 levels on negatives,
+# then re-quantised after the ReLU) about 0.6 dB more; the calibration method and the calibration images were not
+# the cause (calibrating on the test images themselves gave the same loss).
+INT8_DEFAULTS = {
+    "fuse_relu": True,
+    "weight_rounding": "gptq",
+    "calibrate_method": "minmax",
+    "activation_type": "uint8",
+    "per_channel": True,
 }
+
+
+def int8_recipe(
+    fuse_relu: bool = INT8_DEFAULTS["fuse_relu"],
+    weight_rounding: str = INT8_DEFAULTS["weight_rounding"],
+    calibrate_method: str = INT8_DEFAULTS["calibrate_method"],
+    activation_type: str = INT8_DEFAULTS["activation_type"],
+    per_channel: bool = INT8_DEFAULTS["per_channel"],
+) -> dict[str, object]:
+    """The description of one `quantize_onnx` recipe (its options), as the metadata and measurement files hold it."""
+    symmetric = " symmetric" if activation_type == "int8" else ""
+    weights = "int8 per channel" if per_channel else "int8 per tensor"
+    rounding = {
+        "nearest": "nearest level",
+        "gptq": "GPTQ-style, each layer against its calibration inputs in the int8 graph, compensating the "
+        "layers before it; the float output convolution refitted to the int8 features (least squares)",
+    }[weight_rounding]
+    return {
+        "format": "QDQ",
+        "weights": weights,
+        "weight_rounding": rounding,
+        "activations": f"{activation_type}{symmetric} per tensor, {calibrate_method} calibration",
+        "relu": "fused into the convolution's output quantisation" if fuse_relu else "quantised separately",
+        "float_layers": "first and last convolution",
+        "calibration_patches": 256,
+        "calibration_patch_size": 32,
+        "calibration_seed": 0,
+        "calibration_images": "every training folder (espcn_hf.data.training_folders('all'))",
+    }
+
+
+INT8_RECIPE = int8_recipe()
 # Mean absolute difference from the float32 graph on the calibration patches above which `quantize_onnx`
 # refuses to write the int8 file: 0.05 (13 levels of 255) is a broken graph or calibration; the packaged models
 # stay between 0.001 and 0.012 (their PSNR cost is measured, not checked here: benchmarks/onnx_cpu.md).
@@ -324,6 +360,11 @@ def quantize_onnx(
     calibration: Sequence | None = None,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
+    fuse_relu: bool = INT8_DEFAULTS["fuse_relu"],
+    weight_rounding: str = INT8_DEFAULTS["weight_rounding"],
+    calibrate_method: str = INT8_DEFAULTS["calibrate_method"],
+    activation_type: str = INT8_DEFAULTS["activation_type"],
+    per_channel: bool = INT8_DEFAULTS["per_channel"],
 ) -> Path:
     """Write the int8 version of `model` to the ONNX file `path` (onnxruntime static quantisation, `INT8_RECIPE`).
 
@@ -332,6 +373,23 @@ def quantize_onnx(
     `calibration_patches(scale)` from the training images under the data folder. With `check`, the int8 graph
     must run in onnxruntime and stay within `INT8_CHECK_MEAN_ABS` of the float32 graph on the calibration data,
     else `RuntimeError` and nothing is written. Needs the `onnx` extra. Returns `path`.
+
+    The recipe (defaults = `INT8_DEFAULTS`, the one measured in benchmarks/onnx_int8.json; the others are there
+    to measure alternatives, scripts/int8_recipes.py): QDQ format; the first and last convolutions stay float32;
+    the others get int8 weights and activations, per tensor, calibrated over the calibration data.
+
+    * `fuse_relu` (True): a ReLU after a quantised convolution is quantised with it (onnxruntime drops the ReLU
+      and the convolution's output takes the ReLU's range, zero point 0); False quantises the convolution's output
+      before the ReLU and again after it (the first recipe: about 0.6 dB of the x3 net's loss on Set5).
+    * `weight_rounding`: "gptq" (default) rounds each int8 convolution's weights column by column, pushing each
+      rounding error onto the columns not yet rounded (GPTQ, Frantar et al. 2022) so that the layer's output on
+      its calibration inputs, taken from the int8 graph with the layers before it already quantised, stays close
+      to the float layer's output on the float graph's inputs (the bias absorbs the rest); the float output
+      convolution is then refitted by least squares to the int8 graph's features. Same scales, same graph, only
+      other integers (and float output weights). "nearest": onnxruntime's rounding to the nearest level.
+    * `calibrate_method`: "minmax" (default), "percentile", "entropy" (onnxruntime's CalibrationMethod).
+    * `activation_type`: "uint8" (default; asymmetric) or "int8" (symmetric, ActivationSymmetric).
+    * `per_channel`: int8 weights per output channel (default) or per tensor.
     """
     import tempfile
 
@@ -346,6 +404,19 @@ def quantize_onnx(
         quantize_static,
     )
 
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
+    activations = {"uint8": (QuantType.QUInt8, False), "int8": (QuantType.QInt8, True)}
+    if calibrate_method not in methods:
+        raise ValueError(f"calibrate_method must be one of {sorted(methods)}, not {calibrate_method!r}")
+    if activation_type not in activations:
+        raise ValueError(f"activation_type must be one of {sorted(activations)}, not {activation_type!r}")
+    if weight_rounding not in ("gptq", "nearest"):
+        raise ValueError(f"weight_rounding must be 'gptq' or 'nearest', not {weight_rounding!r}")
+    recipe = int8_recipe(fuse_relu, weight_rounding, calibrate_method, activation_type, per_channel)
     with tempfile.TemporaryDirectory(prefix="espcn-hf-int8-") as tmp:
         fp32 = Path(tmp) / "model.onnx"
         if isinstance(model, (str, os.PathLike)) and str(model).endswith(".onnx") and Path(model).is_file():
@@ -371,22 +442,27 @@ def quantize_onnx(
                 return None if batch is None else {"pixel_values": batch}
 
         int8 = Path(tmp) / "model_quantized.onnx"
+        activation, symmetric = activations[activation_type]
         with _quiet_quantizer():
             quantize_static(
                 str(fp32),
                 str(int8),
                 Reader(),
                 quant_format=QuantFormat.QDQ,
-                per_channel=True,
-                op_types_to_quantize=["Conv"],
-                activation_type=QuantType.QUInt8,
+                per_channel=per_channel,
+                op_types_to_quantize=["Conv", "Relu"] if fuse_relu else ["Conv"],
+                activation_type=activation,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=[convolutions[0], convolutions[-1]] if len(convolutions) > 2 else [],
-                calibrate_method=CalibrationMethod.MinMax,
+                calibrate_method=methods[calibrate_method],
+                extra_options={"ActivationSymmetric": symmetric},
             )
         quantized = onnx.load(str(int8))
-        recipe = {f"int8_{key}": str(value) for key, value in INT8_RECIPE.items()}
-        onnx.helper.set_model_props(quantized, {**metadata, **recipe})
+        if weight_rounding == "gptq":
+            _gptq_rounding(proto, quantized, calibration)
+        onnx.helper.set_model_props(
+            quantized, {**metadata, **{f"int8_{key}": str(value) for key, value in recipe.items()}}
+        )
         data = quantized.SerializeToString()
         if check:
             difference = _int8_difference(fp32.read_bytes(), data, calibration[:16], ort)
@@ -397,6 +473,159 @@ def quantize_onnx(
                 )
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(path, data)
+
+
+def _graph_tensors(proto, names: Sequence[str], batches: Sequence) -> dict[str, list]:
+    """The values of the tensors `names` of the graph `proto` (onnxruntime, CPU) for each batch."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = copy.deepcopy(proto)
+    outputs = {o.name for o in graph.graph.output}
+    wanted = [n for n in dict.fromkeys(names) if n != "pixel_values"]
+    for name in wanted:
+        if name not in outputs:
+            graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values: dict[str, list] = {name: [] for name in names}
+    for batch in batches:
+        found = dict(zip(wanted, session.run(wanted, {"pixel_values": batch}), strict=True))
+        found["pixel_values"] = batch
+        for name in names:
+            values[name].append(found[name])
+    return values
+
+
+def _least_squares_statistics(inputs: Sequence, targets: Sequence, kernel: int, padding: int):
+    """E[x x^T] and E[t x^T] of the im2col columns of a convolution's inputs `x` (here the int8 graph's) and
+    `t` (the float graph's), a row of ones appended to both (the bias); float64 (K+1, K+1)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    hessian = cross = None
+    count = 0
+    for x, t in zip(inputs, targets, strict=True):
+        a = F.unfold(torch.from_numpy(np.asarray(x)), kernel, padding=padding)  # (N, K, L)
+        b = F.unfold(torch.from_numpy(np.asarray(t)), kernel, padding=padding)
+        a = torch.cat([a, torch.ones_like(a[:, :1])], 1).transpose(0, 1).reshape(a.shape[1] + 1, -1)
+        b = torch.cat([b, torch.ones_like(b[:, :1])], 1).transpose(0, 1).reshape(b.shape[1] + 1, -1)
+        h, c = (a @ a.T).double(), (b @ a.T).double()
+        hessian = h if hessian is None else hessian + h
+        cross = c if cross is None else cross + c
+        count += a.shape[1]
+    return hessian / count, cross / count
+
+
+def _gptq_solve(weights, hessian, cross, scale=None, damp: float = 0.01, bias: bool = True):
+    """Weights and bias (O, K+1; without `bias`, weights (O, K) and statistics without the ones) minimising E|w' x - w t|^2 over the statistics: the least-squares fit, then, with
+    `scale` (O,), its first K columns rounded to integers in [-127, 127] (units of `scale`) one at a time, largest
+    input energy first, each rounding error pushed onto the columns left (GPTQ's update, with `damp` of the mean
+    diagonal added for stability); the bias column stays float and is rounded last by the caller."""
+    import torch
+
+    size = weights.shape[1] - int(bias)
+    hessian = hessian.clone()
+    dead = torch.diagonal(hessian) == 0  # input channels that are always zero
+    hessian[dead, dead] = 1.0
+    ridge = torch.mean(torch.diagonal(hessian)[:size]) * torch.eye(weights.shape[1], dtype=hessian.dtype)
+    fitted = weights @ cross @ torch.linalg.inv(hessian + 1e-8 * ridge)
+    if scale is None:
+        return fitted
+    order = torch.argsort(torch.diagonal(hessian)[:size], descending=True)
+    if bias:
+        order = torch.cat([order, torch.tensor([size])])
+    w = fitted[:, order].clone()
+    h = (hessian + damp * ridge)[order][:, order]
+    inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
+    result = w.clone()
+    for i in range(size):
+        q = torch.clamp(torch.round(w[:, i] / scale), -127, 127)
+        result[:, i] = q
+        error = (w[:, i] - q * scale) / inverse[i, i]
+        w[:, i + 1 :] -= error[:, None] * inverse[i, i + 1 :][None, :]
+    if bias:
+        result[:, size] = w[:, size]
+    out = torch.empty_like(result)
+    out[:, order] = result
+    return out
+
+
+def _gptq_rounding(float_proto, quantized, calibration: Sequence) -> None:
+    """`quantize_onnx`'s weight_rounding="gptq", in place on the QDQ graph `quantized`: each int8 convolution in
+    turn gets new int8 weights and int32 bias (`_gptq_solve`, onnxruntime's scales kept) fitted on its inputs in
+    the int8 graph as quantised so far against the float graph's; the last convolution, float, is refitted the
+    same way without rounding."""
+    import numpy as np
+    import onnx
+    import torch
+
+    initializers = {i.name: i for i in quantized.graph.initializer}
+    produced = {o: n for n in quantized.graph.node for o in n.output}
+    float_weights = {i.name: onnx.numpy_helper.to_array(i) for i in float_proto.graph.initializer}
+    float_convs = [n for n in float_proto.graph.node if n.op_type == "Conv"]
+    float_inputs = _graph_tensors(float_proto, [c.input[0] for c in float_convs], calibration)
+
+    def source(name: str):
+        """(float initializer name, int8 initializer, scale initializer) of a conv input, or (name, None, None)."""
+        node = produced.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":
+            quantized_name = node.input[0]
+            return (
+                quantized_name.removesuffix("_quantized"),
+                initializers[quantized_name],
+                initializers[node.input[1]],
+            )
+        return name, None, None
+
+    convs = [n for n in quantized.graph.node if n.op_type == "Conv"]
+    for position, conv in enumerate(convs):
+        weight_name, weight_q, weight_scale = source(conv.input[1])
+        bias_name, bias_q, bias_scale = source(conv.input[2]) if len(conv.input) > 2 else (None, None, None)
+        last = position == len(convs) - 1
+        if weight_q is None and not last:
+            continue
+        match = [c for c in float_convs if c.input[1] == weight_name]
+        if len(match) != 1:
+            continue
+        has_bias = bias_name is not None and bias_name in float_weights
+        w = float_weights[weight_name].astype(np.float64)
+        b = float_weights[bias_name].astype(np.float64) if has_bias else np.zeros(w.shape[0])
+        kernel = w.shape[-1]
+        inputs = _graph_tensors(quantized, [conv.input[0]], calibration)[conv.input[0]]
+        hessian, cross = _least_squares_statistics(
+            inputs, float_inputs[match[0].input[0]], kernel, kernel // 2
+        )
+        flat = torch.from_numpy(np.concatenate([w.reshape(w.shape[0], -1), b[:, None]], 1))
+        if not has_bias:  # no bias to fit: drop the ones
+            flat, hessian, cross = flat[:, :-1], hessian[:-1, :-1], cross[:-1, :-1]
+        columns = w[0].size
+        if weight_q is not None:
+            scale = onnx.numpy_helper.to_array(weight_scale).astype(np.float64)
+            scale = torch.from_numpy(np.array(np.broadcast_to(scale, (w.shape[0],))))
+            fitted = _gptq_solve(flat, hessian, cross, scale, bias=has_bias).numpy()
+            weight_q.CopyFrom(
+                onnx.numpy_helper.from_array(
+                    fitted[:, :columns].reshape(w.shape).astype(np.int8), weight_q.name
+                )
+            )
+            if has_bias and bias_q is not None:
+                unit = onnx.numpy_helper.to_array(bias_scale).astype(np.float64)
+                bias = np.clip(np.round(fitted[:, -1] / unit), -(2**31), 2**31 - 1).astype(np.int32)
+                bias_q.CopyFrom(onnx.numpy_helper.from_array(bias, bias_q.name))
+        else:
+            fitted = _gptq_solve(flat, hessian, cross, bias=has_bias).numpy()
+            initializers[weight_name].CopyFrom(
+                onnx.numpy_helper.from_array(
+                    fitted[:, :columns].reshape(w.shape).astype(np.float32), weight_name
+                )
+            )
+            if has_bias:
+                initializers[bias_name].CopyFrom(
+                    onnx.numpy_helper.from_array(fitted[:, -1].astype(np.float32), bias_name)
+                )
 
 
 def _int8_difference(fp32: bytes, int8: bytes, batches: Sequence, ort) -> float:

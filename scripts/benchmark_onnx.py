@@ -4,8 +4,9 @@
 
 The packaged models (espcn-x2, espcn-x3, espcn-x4: the seven-layer net; espcn-paper-x3: the paper's) are exported
 with `espcn_hf.onnx_export.export_onnx` (opset 18, dynamic batch/height/width) and quantised with
-`quantize_onnx` (int8 QDQ, per-channel weights, uint8 activations calibrated on 256 LR patches of the training
-images, first and last convolution in float32: `INT8_RECIPE`), into a temporary folder.
+`quantize_onnx` (int8 QDQ, per-channel weights rounded GPTQ-style, uint8 activations calibrated on 256 LR patches
+of the training images, ReLUs fused into the output quantisation, first and last convolution in float32:
+`INT8_RECIPE`), into a temporary folder. Other recipes: scripts/int8_recipes.py.
 
 1. Speed, x3, both presets, on one frame per size (640x360 -> 1920x1080 and 320x180 -> 960x540): torch's
    `upscale_tensor` default path (fp32, channels-last, 256-px tiles) and whole frame, onnxruntime float32 and int8

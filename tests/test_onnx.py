@@ -197,6 +197,46 @@ def test_quantize_onnx_writes_a_qdq_graph_close_to_float(num_channels, tmp_path)
     assert np.abs(out - expected).mean() < 0.02
 
 
+def test_quantize_onnx_fuses_relu_and_gptq_rounding_beats_nearest(tmp_path):
+    """The default recipe: no ReLU left between int8 convolutions (each output quantised with the ReLU's range,
+    zero point 0); GPTQ rounding keeps onnxruntime's scales and lands closer to the float graph than rounding to
+    the nearest level; the options are in the metadata; an unknown option is refused before anything is written."""
+    model = tiny_model(2, hidden_channels=[16, 16, 16], kernel_sizes=[5, 3, 3, 3], activation="relu")
+    fp32 = export_onnx(model, tmp_path / "model.onnx")
+    patches = _patches(count=6)
+    paths = {
+        rounding: onnx_export.quantize_onnx(
+            fp32, tmp_path / f"{rounding}.onnx", calibration=patches, weight_rounding=rounding
+        )
+        for rounding in ("gptq", "nearest")
+    }
+    protos = {k: onnx.load(str(p)) for k, p in paths.items()}
+    gptq = protos["gptq"]
+    assert [n.op_type for n in gptq.graph.node].count("Relu") == 1  # only the float first layer's
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in gptq.graph.initializer}
+    nearest = {i.name: onnx.numpy_helper.to_array(i) for i in protos["nearest"].graph.initializer}
+    points = [n.input[2] for n in gptq.graph.node if n.op_type == "QuantizeLinear"]
+    assert points and all(int(initializers[p]) == 0 for p in points)
+    weights = [name for name in initializers if name.endswith("weight_quantized")]
+    assert len(weights) == 2
+    for name in weights:
+        scale = name.replace("_quantized", "_scale")
+        assert np.array_equal(initializers[scale], nearest[scale])
+        assert initializers[name].dtype == np.int8 and not np.array_equal(initializers[name], nearest[name])
+    fp32_bytes = fp32.read_bytes()
+    difference = {
+        k: onnx_export._int8_difference(fp32_bytes, p.read_bytes(), patches, ort) for k, p in paths.items()
+    }
+    assert difference["gptq"] < difference["nearest"]
+    meta = {p.key: p.value for p in gptq.metadata_props}
+    assert meta["int8_weight_rounding"].startswith("GPTQ") and "fused" in meta["int8_relu"]
+    meta = {p.key: p.value for p in protos["nearest"].metadata_props}
+    assert meta["int8_weight_rounding"] == "nearest level"
+    with pytest.raises(ValueError, match="calibrate_method"):
+        onnx_export.quantize_onnx(fp32, tmp_path / "x.onnx", calibration=patches, calibrate_method="mse")
+    assert not (tmp_path / "x.onnx").exists()
+
+
 def test_quantize_onnx_takes_an_exported_file_and_refuses_a_broken_result(tmp_path, monkeypatch):
     model = tiny_model(2)
     fp32 = export_onnx(model, tmp_path / "model.onnx")
