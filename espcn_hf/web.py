@@ -2,6 +2,7 @@
 
     espcn-hf web outputs/web                 # build the folder: the page, the ONNX models, the runtime
     espcn-hf web outputs/web --serve 8000    # build, then serve it on http://127.0.0.1:8000/
+    espcn-hf web outputs/web --int8-results benchmarks/onnx_int8.json   # also the int8 models that pass
     hf upload --repo-type space espcn-hf/espcn-web outputs/web .   # the folder is a static Hugging Face Space
 
 The folder needs nothing but static hosting (any web server; browsers do not run module scripts from file://) and
@@ -13,11 +14,18 @@ torch with onnxruntime) and `ort/`: the onnxruntime-web bundles and WebAssembly 
 tarball is reused without npm). `README.md` is the Space's card: `sdk: static`, the model repos, and the
 cross-origin isolation headers (`ISOLATION_HEADERS`) that let WebAssembly run on several threads.
 
+int8 (opt-in, `int8_results`: the measurement file `scripts/benchmark_onnx.py` writes, benchmarks/onnx_int8.json):
+the page offers `models/espcn-x{r}_quantized.onnx` (`onnx_export.quantize_onnx`, its default recipe, calibrated on
+the training images under the data folder; about a minute per model on a 2-core CPU) for each model that
+`hub.int8_verdict` lets the Hub upload ship, the same rule (at most 0.1 dB of PSNR-Y lost on Set5 and on Set14, for
+these very weights), and names the measured loss and CPU speed-up in its label; float32 stays the default.
+
 The page mirrors `espcn_hf.upscale`: exact tiles (`image_processing_espcn.tile_windows`, cores of `TILE_SIZE`
 with `receptive_field_radius` pixels of context, so tiled equals untiled), the same uint8 rounding, grayscale in
 -> grayscale out (the BT.601 luma of the RGB output) and alpha upscaled with Pillow's bicubic and put back. Its
-DOM is a contract (`index.html`): `#scale`, `#file`, `#run`, the result in `canvas#result` at full resolution,
-and `document.body.dataset.state` "done" or "error" (with the message in `#status`).
+DOM is a contract (`index.html`): `#scale`, `#file`, `#run`, `#precision` ("fp32", the default, or "int8", enabled
+only for a scale whose build has its int8 model), the result in `canvas#result` at full resolution, and
+`document.body.dataset.state` "done" or "error" (with the message in `#status`).
 """
 
 from __future__ import annotations
@@ -219,10 +227,48 @@ def _load(model):
     return load_model(name, device="cpu"), Path(name).name or name, name if is_repo_id(name) else None
 
 
-def _export_models(models: Sequence, folder: Path) -> dict[int, dict]:
-    """Export each model to `folder/espcn-x<scale>.onnx` (checked against torch with onnxruntime); their
+def read_int8_results(path: str | os.PathLike) -> dict:
+    """The int8 measurement file (benchmarks/onnx_int8.json, written by scripts/benchmark_onnx.py) as a dict;
+    `WebBuildError` when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise WebBuildError(f"{path}: not a readable int8 measurement file ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise WebBuildError(f"{path}: not an int8 measurement file (scripts/benchmark_onnx.py writes it)")
+    return data
+
+
+def int8_offer(results: dict, model) -> dict:
+    """site.json's `int8` entry of `model`, by `hub.int8_verdict` (the Hub upload's rule): offered,
+    {"offered": True, "psnr_lost_db", "speedup_cpu", "label"} with the label the page shows, e.g. "int8 (loses
+    0.09 dB on Set5, 1.6x faster on CPU)" (the worst of `hub.INT8_SETS`; the speed-up is onnxruntime's on one CPU
+    thread, from the measurement); else {"offered": False, "why"}."""
+    from .hub import INT8_SETS, int8_verdict
+    from .onnx_export import weights_digest
+
+    ships, why = int8_verdict(results, model)
+    if not ships:
+        return {"offered": False, "why": why}
+    digest = weights_digest(model)
+    row = [row for row in results["models"] if row.get("weights_sha256") == digest][-1]
+    lost = {name: round(float(row["psnr_lost_db"][name]), 4) for name in INT8_SETS}
+    worst = max(INT8_SETS, key=lambda name: lost[name])
+    speedup = row.get("speedup_cpu")
+    speed = f", {speedup:.1f}x faster on CPU" if isinstance(speedup, (int, float)) else ""
+    return {
+        "offered": True,
+        "psnr_lost_db": lost,
+        "speedup_cpu": round(float(speedup), 3) if speed else None,
+        "label": f"int8 (loses {lost[worst]:.2f} dB on {worst}{speed})",
+    }
+
+
+def _export_models(models: Sequence, folder: Path, int8_results: dict | None = None) -> dict[int, dict]:
+    """Export each model to `folder/espcn-x<scale>.onnx` (checked against torch with onnxruntime), and with
+    `int8_results` its int8 graph to `folder/espcn-x<scale>_quantized.onnx` where `int8_offer` offers it; their
     entries in site.json by scale. `WebBuildError` for two models of one scale."""
-    from .onnx_export import export_onnx
+    from .onnx_export import export_onnx, quantize_onnx
 
     entries: dict[int, dict] = {}
     for model in models:
@@ -241,7 +287,18 @@ def _export_models(models: Sequence, folder: Path) -> dict[int, dict]:
             "sha256": _digest(path).hex(),
             "upscale_factor": scale,
             "receptive_field_radius": config.receptive_field_radius,
+            "int8": None,  # no measurement file named: the page offers float32 only
         }
+        if int8_results is not None:
+            offer = int8_offer(int8_results, loaded)
+            if offer["offered"]:
+                quantized = quantize_onnx(path, folder / f"espcn-x{scale}_quantized.onnx")
+                offer = {
+                    "file": f"{folder.name}/{quantized.name}",
+                    "sha256": _digest(quantized).hex(),
+                    **offer,
+                }
+            entries[scale]["int8"] = offer
     return entries
 
 
@@ -270,6 +327,13 @@ def render_readme(models: dict[int, dict], runtime: dict[str, str]) -> str:
         else entry["name"]
         for _, entry in sorted(models.items())
     )
+    int8 = "".join(
+        f"- x{scale} can also run its int8 model (pick int8), which loses "
+        + ", ".join(f"{lost:.2f} dB on {name}" for name, lost in entry["int8"]["psnr_lost_db"].items())
+        + " of PSNR-Y against float32.\n"
+        for scale, entry in sorted(models.items())
+        if (entry.get("int8") or {}).get("offered")
+    )
     return (
         f"---\n{data.to_yaml()}\n---\n\n"
         "# ESPCN super-resolution in the browser\n\n"
@@ -283,6 +347,7 @@ def render_readme(models: dict[int, dict], runtime: dict[str, str]) -> str:
         "- The result equals the espcn-hf library's (`espcn_hf.upscale`): the same exact tiles, the same "
         "rounding, grayscale in gives grayscale out, and alpha is upscaled with bicubic and put back.\n"
         f"- Images up to {MAX_INPUT_PIXELS:,} pixels in and {MAX_OUTPUT_PIXELS:,} pixels out.\n"
+        f"{int8}"
         "- Built by `espcn-hf web SITE_DIR`; every file is static. Served with the cross-origin isolation "
         "headers above, WebAssembly runs on several threads (on one without them).\n"
     )
@@ -294,6 +359,7 @@ def build_site(
     *,
     cache_dir: str | os.PathLike | None = None,
     offline: bool = False,
+    int8_results: str | os.PathLike | dict | None = None,
 ) -> Path:
     """Build the static site into `site_dir` (replaced when it holds an earlier build) and return it.
 
@@ -302,9 +368,13 @@ def build_site(
             models of the Hub repos espcn-hf/espcn-x2/-x3/-x4).
         cache_dir: the build cache for the npm tarball (default `default_cache_dir()`).
         offline: never run npm; the tarball must be in the cache.
+        int8_results: the int8 measurement file (benchmarks/onnx_int8.json) or its dict: the site also holds the
+            int8 graph (`quantize_onnx`, calibrated on the training images under the data folder) of each model
+            that `hub.int8_verdict` passes, and the page offers it (`int8_offer`). Default: float32 only.
 
     Raises `WebBuildError` (npm missing or failing, an existing folder that is not a build, two models of one
-    scale), `CheckpointError` (a model that cannot be loaded), `RuntimeError` (an export that differs from torch).
+    scale, an unreadable measurement file), `CheckpointError` (a model that cannot be loaded), `RuntimeError` (an
+    export that differs from torch, an int8 graph too far from float32), `ValueError` (no calibration images).
     The folder is built beside `site_dir` and moved into place when complete (`fileio.replace_dir`).
     """
     from . import __version__
@@ -317,6 +387,8 @@ def build_site(
         raise WebBuildError(
             f"{site_dir}: exists and is not a site built by 'espcn-hf web'; refusing to replace it"
         )
+    if int8_results is not None and not isinstance(int8_results, dict):
+        int8_results = read_int8_results(int8_results)
     runtime_dir, runtime = runtime_files(
         cache_dir, offline=offline
     )  # first: a missing npm fails before the work
@@ -324,7 +396,8 @@ def build_site(
     site_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{site_dir.name}.", suffix=".partial", dir=site_dir.parent))
     try:
-        entries = _export_models(chosen, staging / "models")  # first: a bad model fails before any copying
+        # first: a bad model fails before any copying
+        entries = _export_models(chosen, staging / "models", int8_results)
         (staging / "ort").mkdir()
         for name in ORT_FILES:
             shutil.copyfile(runtime_dir / name, staging / "ort" / name)
@@ -417,6 +490,7 @@ def add_parser(subparsers) -> None:
         "  espcn-hf web outputs/web\n"
         "  espcn-hf web outputs/web --serve 8000            # then open http://127.0.0.1:8000/\n"
         "  espcn-hf web outputs/web --models runs/x3/best   # another x3 model only\n"
+        "  espcn-hf web outputs/web --int8-results benchmarks/onnx_int8.json   # int8 where it loses <= 0.1 dB\n"
         f"  hf upload --repo-type space {SPACE_ID} outputs/web .   # publish (after hf auth login)",
         formatter_class=HelpFormatter,
     )
@@ -440,6 +514,16 @@ def add_parser(subparsers) -> None:
         help=f"never run npm: use the {ORT_PACKAGE} tarball in the build cache",
     )
     parser.add_argument(
+        "--int8-results",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="the int8 measurement file (benchmarks/onnx_int8.json, scripts/benchmark_onnx.py): the page also offers "
+        "the int8 model of each scale whose model it says loses at most 0.1 dB (the Hub upload's rule), quantised "
+        "on the training images under the data folder (about a minute per model on a small CPU); default: "
+        "float32 only",
+    )
+    parser.add_argument(
         "--serve",
         metavar="PORT",
         type=int,
@@ -456,7 +540,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with library_output(quiet=args.quiet):
-            site = build_site(args.site_dir, args.models, cache_dir=args.npm_cache, offline=args.offline)
+            site = build_site(
+                args.site_dir,
+                args.models,
+                cache_dir=args.npm_cache,
+                offline=args.offline,
+                int8_results=args.int8_results,
+            )
     except ImportError as error:  # onnx / onnxruntime / onnxscript: the optional `onnx` extra
         print(f"error: {missing_extra(error, 'onnx')}", file=sys.stderr)
         return EXIT_FAILURES
@@ -468,6 +558,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"built {site}: {len(files)} files, {sum(size for _, size in files) / 2**20:.1f} MiB")
         for name, size in files:
             print(f"  {name}  ({size:,} bytes)")
+        manifest = json.loads((site / MANIFEST).read_text())
+        for scale, entry in manifest["models"].items():
+            if entry.get("int8") is not None:
+                offer = entry["int8"]
+                print(
+                    f"x{scale} int8: "
+                    + (offer["label"] if offer["offered"] else f"not offered, {offer['why']}")
+                )
     if args.serve is not None:
         try:
             with serve_site(site, port=args.serve) as url:
@@ -492,7 +590,9 @@ __all__ = [
     "default_cache_dir",
     "extract_runtime",
     "fetch_runtime",
+    "int8_offer",
     "list_site",
+    "read_int8_results",
     "render_readme",
     "run",
     "runtime_files",

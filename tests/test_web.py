@@ -2,7 +2,9 @@
 output equals onnxruntime's CPU output of the same export; grayscale, alpha and bad files behave as in the library.
 
 The browser tests need Debian's Chromium (`apt-get install chromium`) and onnxruntime-web (the build cache, else
-npm and the registry); without either they are skipped with the reason.
+npm and the registry); without either they are skipped with the reason. Their site offers int8 at x3 only (a
+measurement file written here; calibrated on a few synthetic patches, so that quantising takes seconds, not a
+minute); what benchmarks/onnx_int8.json offers for the packaged models is checked without building.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import natural_image
 from PIL import Image
 
 from espcn_hf import web
@@ -34,6 +37,7 @@ MAX_LEVELS, MEAN_LEVELS = 2, 0.5
 # (0 or 0.005 % here), while tiles with one pixel of context too few change 0.25 % of them.
 MAX_SHARE_DIFFERENT = 0.001
 STATE_TIMEOUT_MS = 60_000
+INT8_RESULTS = REPO_ROOT / "benchmarks" / "onnx_int8.json"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -106,6 +110,46 @@ def test_models_option_builds_the_scales_it_names(tiny_checkpoint, tmp_path, cap
     assert {f"ort/{name}" for name in web.ORT_FILES} <= listed
 
 
+def test_unreadable_int8_results_is_one_line(tmp_path, capsys):
+    (tmp_path / "int8.json").write_text("{not json")
+    for name in ("int8.json", "missing.json"):
+        argv = ["web", str(tmp_path / "site"), "--int8-results", str(tmp_path / name), "--offline"]
+        assert cli_main([*argv, "--npm-cache", str(tmp_path / "cache")]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "not a readable int8 measurement file" in err, err
+    assert not (tmp_path / "site").exists()
+
+
+def test_int8_offer_follows_the_upload_rule():
+    """benchmarks/onnx_int8.json decides the page's int8 models as it decides the uploads' (`hub.int8_verdict`):
+    x3 and x4 lose at most 0.1 dB today, x2 does not; the label names the worst loss and the CPU speed-up."""
+    from espcn_hf.hub import INT8_MAX_LOSS_DB, INT8_SETS, int8_verdict
+    from espcn_hf.pretrained import load_model, packaged_weights
+
+    results = web.read_int8_results(INT8_RESULTS)
+    for scale in web.DEFAULT_SCALES:
+        model = load_model(packaged_weights(scale), device="cpu")
+        offer = web.int8_offer(results, model)
+        ships, why = int8_verdict(results, model)
+        assert offer["offered"] == ships == (scale != 2), (scale, why)
+        if not ships:
+            assert offer == {"offered": False, "why": why}
+            continue
+        lost = offer["psnr_lost_db"]
+        assert set(lost) == set(INT8_SETS) and max(lost.values()) <= INT8_MAX_LOSS_DB
+        worst = max(INT8_SETS, key=lost.get)
+        assert (
+            offer["label"]
+            == f"int8 (loses {lost[worst]:.2f} dB on {worst}, {offer['speedup_cpu']:.1f}x faster on CPU)"
+        )
+    no_speed = {
+        **results,
+        "models": [{k: v for k, v in row.items() if k != "speedup_cpu"} for row in results["models"]],
+    }
+    offer = web.int8_offer(no_speed, load_model(packaged_weights(3), device="cpu"))
+    assert offer["speedup_cpu"] is None and offer["label"].endswith(" dB on Set5)")
+
+
 def test_space_card_front_matter():
     from huggingface_hub import SpaceCard
 
@@ -119,7 +163,18 @@ def test_space_card_front_matter():
     assert data["title"] and data["emoji"]
     assert data["models"] == ["espcn-hf/espcn-x2", "espcn-hf/espcn-x3", "espcn-hf/espcn-x4"]
     assert data["custom_headers"]["cross-origin-embedder-policy"] == "require-corp"
-    assert f"{web.MAX_INPUT_PIXELS:,}" in card.text
+    assert f"{web.MAX_INPUT_PIXELS:,}" in card.text and "int8" not in card.text
+    entries[3]["int8"] = {
+        "offered": True,
+        "psnr_lost_db": {"Set5": 0.09, "Set14": 0.06},
+        "label": "int8 (...)",
+    }
+    entries[2]["int8"] = {"offered": False, "why": "int8 loses 0.17 dB on Set5"}
+    text = web.render_readme(entries, {"name": web.ORT_PACKAGE, "version": web.ORT_VERSION})
+    assert (
+        "- x3 can also run its int8 model (pick int8), which loses 0.09 dB on Set5, 0.06 dB on Set14" in text
+    )
+    assert "x2 can also" not in text
 
 
 def test_gradio_space_links_to_the_browser_page():
@@ -137,6 +192,25 @@ def test_page_files_are_package_data():
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _int8_results(folder: Path) -> Path:
+    """A measurement file that passes the packaged x3 model (0.05 dB), fails x2 (0.2 dB) and lacks x4."""
+    from espcn_hf.onnx_export import INT8_RECIPE, weights_digest
+    from espcn_hf.pretrained import load_model, packaged_weights
+
+    rows = [
+        {
+            "name": f"espcn-x{scale}",
+            "weights_sha256": weights_digest(load_model(packaged_weights(scale), device="cpu")),
+            "psnr_lost_db": {"Set5": lost, "Set14": lost / 2},
+            "speedup_cpu": 1.5,
+        }
+        for scale, lost in ((2, 0.2), (3, 0.05))
+    ]
+    path = folder / "onnx_int8.json"
+    path.write_text(json.dumps({"recipe": INT8_RECIPE, "models": rows}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     if not CHROMIUM.is_file():
@@ -145,8 +219,14 @@ def site(tmp_path_factory) -> Path:
         web.runtime_files()  # the build cache, else npm once
     except web.WebBuildError as error:
         pytest.skip(f"{web.ORT_PACKAGE} is not available: {error}")
+    from espcn_hf import onnx_export
+
     folder = tmp_path_factory.mktemp("web") / "site"
-    assert cli_main(["web", str(folder), "-q"]) == 0
+    results = _int8_results(folder.parent)
+    patches = [(natural_image(24, 24, seed)[None] / 255.0).transpose(0, 3, 1, 2) for seed in range(8)]
+    with pytest.MonkeyPatch.context() as patch:  # a few patches, not the recipe's 256 training patches
+        patch.setattr(onnx_export, "calibration_patches", lambda scale, *args, **kwargs: patches)
+        assert cli_main(["web", str(folder), "-q", "--int8-results", str(results)]) == 0
     return folder
 
 
@@ -175,9 +255,11 @@ def browser_page(site):
         assert any(r.endswith(".wasm") for r in requests) and any(r.endswith(".onnx") for r in requests)
 
 
-def _upscale_in_page(page, path: Path, scale: int) -> str:
+def _upscale_in_page(page, path: Path, scale: int, precision: str | None = None) -> str:
     page.set_input_files("#file", str(path))
     page.select_option("#scale", str(scale))
+    if precision is not None:
+        page.select_option("#precision", precision)
     page.click("#run")
     page.wait_for_function(
         "['done', 'error'].includes(document.body.dataset.state)", timeout=STATE_TIMEOUT_MS
@@ -239,10 +321,57 @@ def test_page_equals_onnxruntime(site, browser_page, data_dir, tmp_path):
         assert (diff > 0).mean() <= MAX_SHARE_DIFFERENT, (box, (diff > 0).mean())
         assert (page_rgba[..., 3] == 255).all()
         dataset = browser_page.evaluate("({...document.body.dataset})")
-        assert dataset["backend"] == "wasm" and float(dataset["ms"]) > 0
+        assert dataset["backend"] == "wasm" and float(dataset["ms"]) > 0 and dataset["precision"] == "fp32"
         assert "WebAssembly" in browser_page.inner_text("#backend") and " s " in browser_page.inner_text(
             "#time"
         )
+    _open(browser_page, "?backend=wasm")
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_page_int8_equals_onnxruntime_where_the_build_offers_it(site, browser_page, data_dir, tmp_path):
+    """x3 offers its int8 model with the measured loss in the label and runs it (tiled) as onnxruntime's CPU
+    provider runs the same file; x2 (measured over 0.1 dB) and x4 (not measured) cannot select it; fp32 stays the
+    default, and a scale without int8 falls back to it."""
+    manifest = json.loads((site / "site.json").read_text())
+    assert (
+        manifest["models"]["3"]["int8"]["offered"]
+        and (site / manifest["models"]["3"]["int8"]["file"]).is_file()
+    )
+    assert [name for name, _ in web.list_site(site) if "quantized" in name] == [
+        "models/espcn-x3_quantized.onnx"
+    ]
+    assert browser_page.input_value("#precision") == "fp32"
+    option = browser_page.locator('#precision option[value="int8"]')
+    for scale, reason in (("2", "more than 0.1 dB"), ("4", "no int8 measurement")):
+        browser_page.select_option("#scale", scale)
+        assert option.is_disabled() and reason in option.get_attribute("title"), scale
+        with pytest.raises(Exception, match="disabled|not enabled"):
+            browser_page.select_option("#precision", "int8", timeout=1000)
+        assert browser_page.input_value("#precision") == "fp32"
+    browser_page.select_option("#scale", "3")
+    assert option.is_enabled() and option.inner_text() == "int8 (loses 0.05 dB on Set5, 1.5x faster on CPU)"
+
+    photo = Image.open(sorted((data_dir / "benchmarks" / "Set5").glob("*.png"))[0]).convert("RGB")
+    crop = photo.crop((30, 200, 100, 245))
+    crop.save(tmp_path / "crop.png")
+    _open(browser_page, "?backend=wasm&tile=24")  # six windows, clipped at every border
+    assert _upscale_in_page(browser_page, tmp_path / "crop.png", 3, "int8") == "done", (
+        browser_page.inner_text("#status")
+    )
+    page_rgba = _result_canvas(browser_page)
+    expected = _onnxruntime_uint8(site / "models" / "espcn-x3_quantized.onnx", crop)
+    assert page_rgba.shape == (*expected.shape[:2], 4)
+    diff = np.abs(page_rgba[..., :3].astype(int) - expected.astype(int))
+    assert diff.max() <= MAX_LEVELS and diff.mean() <= MEAN_LEVELS, (diff.max(), diff.mean())
+    assert (diff > 0).mean() <= MAX_SHARE_DIFFERENT, (diff > 0).mean()
+    float32 = _onnxruntime_uint8(site / "models" / "espcn-x3.onnx", crop)
+    assert np.abs(page_rgba[..., :3].astype(int) - float32.astype(int)).max() > 0  # int8 really ran
+    assert browser_page.evaluate("document.body.dataset.precision") == "int8"
+    assert "(int8)" in browser_page.inner_text("#model")
+    browser_page.select_option("#scale", "2")  # no int8 at x2: back to float32
+    assert browser_page.input_value("#precision") == "fp32"
     _open(browser_page, "?backend=wasm")
 
 

@@ -5,7 +5,8 @@
 // border), so the result equals the untiled one; floats become uint8 by the project's one rule (clamp to [0, 1],
 // x255, +0.5, floor); grayscale in gives grayscale out (the BT.601 luma of the RGB output); alpha is upscaled with
 // Pillow's bicubic (reproduced exactly below) and put back. Nothing leaves the page: the models and the runtime
-// are files of this folder.
+// are files of this folder. Where the build has a scale's int8 model (site.models[scale].int8.offered: it loses at
+// most 0.1 dB, the Hub upload's rule), #precision offers it; float32 is the default.
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -14,7 +15,7 @@ let site; // site.json
 let ort; // the onnxruntime-web module
 let wantGpu = false; // WebGPU adapter found (and not ?backend=wasm)
 let threads = 1;
-const sessions = new Map(); // scale -> Promise<{session, backend}>
+const sessions = new Map(); // "scale/precision" -> Promise<{session, backend}>
 
 class UserError extends Error {} // a problem with the visitor's file: shown as it is
 
@@ -46,6 +47,8 @@ async function start() {
   const select = $("scale");
   for (const option of [...select.options]) option.disabled = !(option.value in site.models);
   select.value = String(site.default_scale);
+  select.addEventListener("change", showPrecisions);
+  showPrecisions();
   $("models-links").replaceChildren(
     "Models: ",
     ...Object.values(site.models).flatMap((entry, i) => {
@@ -85,12 +88,36 @@ async function start() {
   setState("ready", `Ready. Pick an image and a scale.${note}`);
 }
 
-function sessionFor(scale) {
-  if (!sessions.has(scale)) {
+// The int8 option of #precision for the chosen scale: enabled with its measured loss where the build has the
+// model, else disabled (the reason in its tooltip); a disabled choice falls back to float32.
+function showPrecisions() {
+  const int8 = site.models[$("scale").value]?.int8;
+  const option = $("precision").querySelector('option[value="int8"]');
+  option.disabled = !int8?.offered;
+  option.textContent = int8?.offered ? int8.label : `int8 (not offered for x${$("scale").value})`;
+  if (int8?.offered) {
+    const lost = Object.entries(int8.psnr_lost_db).map(([name, db]) => `${db.toFixed(2)} dB on ${name}`);
+    option.title =
+      `PSNR-Y lost against float32: ${lost.join(", ")}. The speed-up is onnxruntime's, native, on one CPU ` +
+      "thread; in the browser it differs.";
+  } else {
+    option.title = int8?.why || "This build has no int8 models (espcn-hf web --int8-results).";
+  }
+  if (option.disabled && $("precision").value === "int8") $("precision").value = "fp32";
+}
+
+function modelFile(scale, precision) {
+  const entry = site.models[scale];
+  return precision === "int8" ? entry.int8.file : entry.file;
+}
+
+function sessionFor(scale, precision) {
+  const key = `${scale}/${precision}`;
+  if (!sessions.has(key)) {
     const promise = (async () => {
-      const entry = site.models[scale];
-      const response = await fetch(entry.file);
-      if (!response.ok) throw new Error(`${entry.file}: HTTP ${response.status}`);
+      const file = modelFile(scale, precision);
+      const response = await fetch(file);
+      if (!response.ok) throw new Error(`${file}: HTTP ${response.status}`);
       const model = new Uint8Array(await response.arrayBuffer());
       const options = { graphOptimizationLevel: "all" };
       if (wantGpu) {
@@ -104,10 +131,10 @@ function sessionFor(scale) {
       const session = await ort.InferenceSession.create(model, { ...options, executionProviders: ["wasm"] });
       return { session, backend: "wasm" };
     })();
-    promise.catch(() => sessions.delete(scale));
-    sessions.set(scale, promise);
+    promise.catch(() => sessions.delete(key));
+    sessions.set(key, promise);
   }
-  return sessions.get(scale);
+  return sessions.get(key);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -336,8 +363,8 @@ const UNIT = Float32Array.from({ length: 256 }, (_, v) => v / 255); // uint8 -> 
 const LUMA = [0.299, 0.587, 0.114].map(Math.fround); // BT.601, in float32 as rgb_to_luma computes it
 const clamp01 = (v) => (v > 0 ? (v < 1 ? v : 1) : 0);
 
-async function superResolve(image, scale) {
-  const { session, backend } = await sessionFor(scale);
+async function superResolve(image, scale, precision) {
+  const { session, backend } = await sessionFor(scale, precision);
   const entry = site.models[scale];
   const r = entry.upscale_factor;
   const margin = entry.receptive_field_radius;
@@ -509,14 +536,18 @@ async function run() {
   const started = performance.now();
   const file = $("file").files[0];
   const scale = $("scale").value;
+  const precision = $("precision").value;
   $("run").disabled = true;
   try {
     if (!file) throw new UserError("Pick an image first.");
     if (!(scale in site.models)) throw new UserError(`No model for x${scale} in this build.`);
+    if (precision === "int8" && !site.models[scale].int8?.offered) {
+      throw new UserError(`No int8 model for x${scale} in this build: pick float32.`);
+    }
     setState("running", `Reading ${file.name}…`);
     const image = await loadImage(file, Number(scale));
-    setState("running", `Upscaling ${image.width}x${image.height} x${scale}…`);
-    const { out, ms, backend } = await superResolve(image, scale);
+    setState("running", `Upscaling ${image.width}x${image.height} x${scale}${precision === "int8" ? " (int8)" : ""}…`);
+    const { out, ms, backend } = await superResolve(image, scale, precision);
     const r = site.models[scale].upscale_factor;
     const W = image.width * r;
     const H = image.height * r;
@@ -550,13 +581,14 @@ async function run() {
     const engine = backend === "webgpu" ? "WebGPU" : `WebAssembly, ${threads} thread${threads > 1 ? "s" : ""}`;
     $("time").textContent = `${(ms / 1000).toFixed(2)} s for the network (${(total / 1000).toFixed(2)} s in all)`;
     $("backend").textContent = engine;
-    $("model").textContent = `model ${site.models[scale].name}`;
+    $("model").textContent = `model ${site.models[scale].name}${precision === "int8" ? " (int8)" : ""}`;
     $("output").hidden = false;
     Object.assign(document.body.dataset, {
       ms: ms.toFixed(1),
       totalMs: total.toFixed(1),
       backend,
       threads: String(backend === "webgpu" ? 0 : threads),
+      precision,
     });
     const kind = image.gray ? (image.alpha ? "grayscale + alpha" : "grayscale") : image.alpha ? "RGBA" : "RGB";
     setState("done", `${image.width}x${image.height} → ${W}x${H} (${kind}).`);
