@@ -29,15 +29,13 @@ import inspect
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import REPO, median_ms, opencv_espcn, test_frame
+from common import REPO, interleaved, median_ms, opencv_espcn, test_frame
 from PIL import Image
 
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
@@ -110,22 +108,6 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
                     row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
                 rows.append(row)
     return rows
-
-
-def interleaved(methods: dict, repeats: int, warmup: int = 1) -> dict[str, dict[str, float]]:
-    """Median process CPU time and wall time (ms) of each callable, run once per round in turn."""
-    for fn in methods.values():
-        for _ in range(warmup):
-            fn()
-    cpu = {name: [] for name in methods}
-    wall = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            c, w = time.process_time(), time.perf_counter()
-            fn()
-            cpu[name].append((time.process_time() - c) * 1000)
-            wall[name].append((time.perf_counter() - w) * 1000)
-    return {n: {"cpu_ms": statistics.median(cpu[n]), "wall_ms": statistics.median(wall[n])} for n in methods}
 
 
 def upscale_rows(repeats: int) -> list[dict]:

@@ -29,16 +29,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import DATA_DIR, REPO, opencv_espcn, test_frame
+from common import DATA_DIR, REPO, interleaved, opencv_espcn, ort_session, test_frame
 
 from espcn_hf.data import load_benchmark, training_folders
 from espcn_hf.evaluation import evaluate
@@ -64,28 +62,6 @@ MODELS = [
     ("espcn-paper-x3", 3, "espcn-paper"),
 ]
 SETS = ("Set5", "Set14")
-
-
-def interleaved(methods: dict, repeats: int) -> dict[str, dict[str, float]]:
-    """Median process CPU time and wall time (ms) of each callable, run once per round in turn."""
-    for fn in methods.values():
-        fn()
-    cpu = {name: [] for name in methods}
-    wall = {name: [] for name in methods}
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            c, w = time.process_time(), time.perf_counter()
-            fn()
-            cpu[name].append((time.process_time() - c) * 1000)
-            wall[name].append((time.perf_counter() - w) * 1000)
-    return {n: {"cpu_ms": statistics.median(cpu[n]), "wall_ms": statistics.median(wall[n])} for n in methods}
-
-
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_upscaler(sess: ort.InferenceSession):
@@ -127,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes_kb[name] = (fp32[name].stat().st_size / 1024, int8[name].stat().st_size / 1024)
             print(f"{name}: exported and quantised", flush=True)
         sessions = {
-            (name, kind): session(path[name], threads)
+            (name, kind): ort_session(path[name], threads)
             for name in models
             for kind, path in (("fp32", fp32), ("int8", int8))
         }

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import REPO, test_frame
+from common import REPO, ort_session, test_frame
 from PIL import Image
 
 from espcn_hf.fileio import atomic_write_text
@@ -133,14 +133,6 @@ def write_frames(tmp: Path) -> dict[str, np.ndarray]:
     for name, frame in frames.items():
         Image.fromarray(frame).save(tmp / f"{name}.png")
     return frames
-
-
-def python_session(model_file: Path, threads: int) -> ort.InferenceSession:
-    """onnxruntime's CPU provider on `model_file` with `threads` threads, as the page's wasm backend."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
 
 
 def open_pages(browser, url: str, tmp: Path, threads: int, tile: int) -> dict[tuple, PageCase]:
@@ -301,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = manifest["tile_size"]
         margin = manifest["models"][str(SCALE)]["receptive_field_radius"]
         frames = write_frames(tmp)
-        session = python_session(site / "models" / f"espcn-x{SCALE}.onnx", args.threads)
+        session = ort_session(site / "models" / f"espcn-x{SCALE}.onnx", args.threads)
         times, reported_threads = measure(site, tmp, frames, session, tile, margin, args)
     load_after = os.getloadavg()[0]
 

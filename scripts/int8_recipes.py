@@ -15,16 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import DATA_DIR, REPO, test_frame
+from common import DATA_DIR, REPO, interleaved, ort_session, test_frame
 
 from espcn_hf.data import load_benchmark, training_folders
 from espcn_hf.evaluation import evaluate
@@ -53,27 +51,6 @@ RECIPES = [
 ]
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def cpu_ms(sessions: dict, feed: dict, repeats: int) -> dict[str, float]:
-    """Median process CPU time (ms) of each session on `feed`, each once per round in turn, after a warm-up."""
-    for s in sessions.values():
-        s.run(None, feed)
-    times = {name: [] for name in sessions}
-    for _ in range(repeats):
-        for name, s in sessions.items():
-            start = time.process_time()
-            s.run(None, feed)
-            times[name].append((time.process_time() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scales", type=int, nargs="+", default=[3, 2, 4], choices=[2, 3, 4])
@@ -96,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths[recipe] = quantize_onnx(
                     fp32, Path(tmp) / f"{name}_{i}.onnx", calibration=patches, **options
                 )
-            sessions = {recipe: session(path, args.threads) for recipe, path in paths.items()}
+            sessions = {recipe: ort_session(path, args.threads, quiet=True) for recipe, path in paths.items()}
             methods = {
                 recipe: (lambda lr, s=s: torch.from_numpy(s.run(None, {"pixel_values": lr.numpy()})[0]))
                 for recipe, s in sessions.items()
@@ -106,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             feed = {
                 "pixel_values": (test_frame(height, width).transpose(2, 0, 1)[None] / 255).astype(np.float32)
             }
-            ms = cpu_ms(sessions, feed, args.repeats)
+            runs = {recipe: (lambda s=s, f=feed: s.run(None, f)) for recipe, s in sessions.items()}
+            ms = {recipe: t["cpu_ms"] for recipe, t in interleaved(runs, args.repeats).items()}
             base = {s: report.scores(s, "fp32").psnr_y for s in SETS}
             for recipe, _ in RECIPES:
                 lost = {s: base[s] - report.scores(s, recipe).psnr_y for s in SETS}
