@@ -113,6 +113,17 @@ def _load(checkpoint) -> tuple[ESPCNForImageSuperResolution, Path | None]:
         raise HubError(f"{checkpoint}: cannot load the checkpoint ({error})") from None
 
 
+def int8_measurement(data: dict, model: ESPCNForImageSuperResolution) -> dict | None:
+    """The row of the int8 measurement `data` (benchmarks/onnx_int8.json, read) for these very weights
+    (`onnx_export.weights_digest`; the last one when measured twice), or None. Whether its recipe is the current
+    one is `int8_verdict`'s question."""
+    from .onnx_export import weights_digest
+
+    digest = weights_digest(model)
+    rows = [row for row in data.get("models", []) if row.get("weights_sha256") == digest]
+    return rows[-1] if rows else None
+
+
 def int8_verdict(results: str | os.PathLike | dict, model: ESPCNForImageSuperResolution) -> tuple[bool, str]:
     """(ship the int8 graph?, why) for `model`, from the measurement file `scripts/benchmark_onnx.py` writes
     (benchmarks/onnx_int8.json, or its dict): yes only when it holds a row for these very weights
@@ -120,7 +131,7 @@ def int8_verdict(results: str | os.PathLike | dict, model: ESPCNForImageSuperRes
     at most `INT8_MAX_LOSS_DB` of PSNR-Y on each of `INT8_SETS`. The measurement is not repeated at upload time
     (the evaluation takes minutes); the recipe and the calibration data are deterministic, so the file the upload
     quantises is the one measured."""
-    from .onnx_export import INT8_RECIPE, weights_digest
+    from .onnx_export import INT8_RECIPE
 
     data = results if isinstance(results, dict) else _read_json(Path(results))
     if data is None:
@@ -129,11 +140,10 @@ def int8_verdict(results: str | os.PathLike | dict, model: ESPCNForImageSuperRes
         )
     if data.get("recipe") != {key: value for key, value in INT8_RECIPE.items()}:
         return False, "the int8 measurement was made with another recipe than quantize_onnx's: measure again"
-    digest = weights_digest(model)
-    rows = [row for row in data.get("models", []) if row.get("weights_sha256") == digest]
-    if not rows:
+    row = int8_measurement(data, model)
+    if row is None:
         return False, "no int8 measurement of these weights (scripts/benchmark_onnx.py)"
-    lost = rows[-1].get("psnr_lost_db", {})
+    lost = row.get("psnr_lost_db", {})
     missing = [name for name in INT8_SETS if not isinstance(lost.get(name), (int, float))]
     if missing:
         return False, f"the int8 measurement lacks {missing}"
@@ -422,6 +432,7 @@ __all__ = [
     "REQUIRED_FILES",
     "HubError",
     "check_upload_folder",
+    "int8_measurement",
     "int8_verdict",
     "prepare_upload_folder",
     "push_checkpoint",

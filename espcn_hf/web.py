@@ -244,14 +244,12 @@ def int8_offer(results: dict, model) -> dict:
     {"offered": True, "psnr_lost_db", "speedup_cpu", "label"} with the label the page shows, e.g. "int8 (loses
     0.09 dB on Set5, 1.6x faster on CPU)" (the worst of `hub.INT8_SETS`; the speed-up is onnxruntime's on one CPU
     thread, from the measurement); else {"offered": False, "why"}."""
-    from .hub import INT8_SETS, int8_verdict
-    from .onnx_export import weights_digest
+    from .hub import INT8_SETS, int8_measurement, int8_verdict
 
     ships, why = int8_verdict(results, model)
     if not ships:
         return {"offered": False, "why": why}
-    digest = weights_digest(model)
-    row = [row for row in results["models"] if row.get("weights_sha256") == digest][-1]
+    row = int8_measurement(results, model)
     lost = {name: round(float(row["psnr_lost_db"][name]), 4) for name in INT8_SETS}
     worst = max(INT8_SETS, key=lambda name: lost[name])
     speedup = row.get("speedup_cpu")
