@@ -395,7 +395,6 @@ def quantize_onnx(
 
     import numpy as np
     import onnx
-    import onnxruntime as ort
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -465,7 +464,7 @@ def quantize_onnx(
         )
         data = quantized.SerializeToString()
         if check:
-            difference = _int8_difference(fp32.read_bytes(), data, calibration[:16], ort)
+            difference = _int8_difference(fp32.read_bytes(), data, calibration[:16])
             if not difference <= INT8_CHECK_MEAN_ABS:
                 raise RuntimeError(
                     f"the int8 graph differs from float32 by {difference:.3g} on average (more than "
@@ -475,10 +474,18 @@ def quantize_onnx(
     return atomic_write_bytes(path, data)
 
 
+def _quiet_session(graph: bytes):
+    """An onnxruntime CPU session on a serialised graph, its own warnings (about the QDQ graphs) silenced."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+
+
 def _graph_tensors(proto, names: Sequence[str], batches: Sequence) -> dict[str, list]:
     """The values of the tensors `names` of the graph `proto` (onnxruntime, CPU) for each batch."""
     import onnx
-    import onnxruntime as ort
 
     graph = copy.deepcopy(proto)
     outputs = {o.name for o in graph.graph.output}
@@ -486,9 +493,7 @@ def _graph_tensors(proto, names: Sequence[str], batches: Sequence) -> dict[str, 
     for name in wanted:
         if name not in outputs:
             graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = _quiet_session(graph.SerializeToString())
     values: dict[str, list] = {name: [] for name in names}
     for batch in batches:
         found = dict(zip(wanted, session.run(wanted, {"pixel_values": batch}), strict=True))
@@ -628,13 +633,11 @@ def _gptq_rounding(float_proto, quantized, calibration: Sequence) -> None:
                 )
 
 
-def _int8_difference(fp32: bytes, int8: bytes, batches: Sequence, ort) -> float:
+def _int8_difference(fp32: bytes, int8: bytes, batches: Sequence) -> float:
     """Mean absolute difference of the two graphs' outputs over `batches` (NaN if one is not finite)."""
     import numpy as np
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    sessions = [ort.InferenceSession(g, options, providers=["CPUExecutionProvider"]) for g in (fp32, int8)]
+    sessions = [_quiet_session(g) for g in (fp32, int8)]
     total, count = 0.0, 0
     for batch in batches:
         a, b = (s.run(["reconstruction"], {"pixel_values": batch})[0] for s in sessions)

@@ -225,7 +225,7 @@ def test_quantize_onnx_fuses_relu_and_gptq_rounding_beats_nearest(tmp_path):
         assert initializers[name].dtype == np.int8 and not np.array_equal(initializers[name], nearest[name])
     fp32_bytes = fp32.read_bytes()
     difference = {
-        k: onnx_export._int8_difference(fp32_bytes, p.read_bytes(), patches, ort) for k, p in paths.items()
+        k: onnx_export._int8_difference(fp32_bytes, p.read_bytes(), patches) for k, p in paths.items()
     }
     assert difference["gptq"] < difference["nearest"]
     meta = {p.key: p.value for p in gptq.metadata_props}
