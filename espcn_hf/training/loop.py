@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import shlex
 import signal
 import sys
@@ -196,6 +197,15 @@ def command_line(run: RunOptions, num_processes: int) -> str:
     return f"{launcher} scripts/train.py {shlex.join(run.argv)}"
 
 
+def _run_record(run) -> dict:
+    """The run's options for run.json, without argv (the commands are in the config record) and with the data
+    folder relative to the working directory, so a record committed beside its metrics names no machine's path."""
+    record = {k: v for k, v in vars(run).items() if k != "argv"}
+    if record.get("data_dir"):
+        record["data_dir"] = os.path.relpath(record["data_dir"])
+    return record
+
+
 def training_record(config: TrainingConfig, state: TrainState, folders: list[Path], data_dir: Path) -> dict:
     """The run's record (`training_config.json` of best/ and final/, `run.json`): the config, with the training
     folders resolved (`all` -> the set names) and the command line of every invocation."""
@@ -329,7 +339,7 @@ def train(config: TrainingConfig, run: RunOptions) -> int:
                 "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device),
                 "device_name": device_name(accelerator.device), "data_path": data_path,
                 "data_path_reason": data_path_reason, "train_images": train_set.num_images,
-                "train_patches": len(train_set), "run": {k: v for k, v in vars(run).items() if k != "argv"},
+                "train_patches": len(train_set), "run": _run_record(run),
             }  # fmt: skip
             if loader is not None:
                 info["batches_per_epoch"] = len(loader)  # per process: each iterates its own shard
