@@ -14,6 +14,9 @@ process runs its share on its own device (`PartialState().device`: its GPU, or t
 complete: re-running the same command with `skip_existing=True` (`--skip-existing`) skips those, so a killed job
 resumes where it stopped. Any failure of one file (unreadable, damaged, refused, a failed write) is that file's
 one error line; the others go on. The outcome of all processes is gathered, so every process returns the totals.
+A script of your own that calls `upscale_files` under `accelerate launch` ends with
+`PartialState().destroy_process_group()`, as the command does: a process that exits with the gloo group still up
+can abort in its teardown (SIGABRT, "terminate called without an active exception") after its work is done.
 
 Output names are a function of each input's path relative to what was named on the command line: a file named
 directly gives `OUT/<stem>_x<r>.png`, a file found in a named folder `OUT/<its sub-folders>/<stem>_x<r>.png` (the

@@ -123,6 +123,8 @@ state = PartialState()
 report = {"written": result.written, "skipped": result.skipped, "failed": result.failed,
           "num_processes": result.num_processes, "shares": result.shares, "distributed_type": str(state.distributed_type)}
 Path(sys.argv[5], f"rank{state.process_index}.json").write_text(json.dumps(report))
+state.destroy_process_group()  # as the CLI and accelerate's end_training do: without it, gloo's teardown at exit
+                               # aborted rank 0 ("terminate called without an active exception") in 2 of 25 runs
 """
 
 
