@@ -87,6 +87,13 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
         for preset in ("espcn", "espcn-paper"):
             model = load_net(preset, scale).to(device)
             macs = model.num_macs_per_pixel() * height * width
+            # what the network's multiply-adds alone would take at the fp32 matmul rate measured above: a bound
+            # that direct fp32 convolution does not beat (none of the measured rows comes near it)
+            bound = {"scale": scale, "lr": f"{width}x{height}", "method": f"{preset}: fp32 at the matmul rate"}
+            bound["ms"] = 2 * macs / (matmul * 1e9) * 1000
+            if "OpenCV ESPCN" in peer_ms:
+                bound["vs_opencv"] = bound["ms"] / peer_ms["OpenCV ESPCN"]
+            rows.append(bound)
             for path in modes:
                 if path == "bf16" and device == "cpu" and not torch.backends.mkldnn.is_available():
                     continue
@@ -236,7 +243,9 @@ def to_markdown(report: dict) -> str:
         f"Reference: 4096x4096 fp32 matmul **{report['matmul_gflops']:.1f} GFLOP/s** (median of {report['repeats']}).",
         "",
         f"Milliseconds per frame (median), output 1920x1080, tile_size={report['tile']!r}. GFLOP/s counts the "
-        "network's convolutions on the frame (not the tile overlap), so it is the useful rate.",
+        "network's convolutions on the frame (not the tile overlap), so it is the useful rate. The rows "
+        "'fp32 at the matmul rate' are computed, not run: the network's multiply-adds at the matmul rate above, "
+        "the time fp32 direct convolution would need at 100% of it.",
         "",
         "| scale | LR input | method | ms | GFLOP/s | vs fp32 matmul | time vs OpenCV ESPCN |",
         "|---|---|---|---:|---:|---:|---:|",
