@@ -552,7 +552,11 @@ def trim_cache(folder: str | os.PathLike, max_bytes: int, keep=()) -> tuple[int,
 
 class _CacheGuard:
     """ASGI middleware of the app: after each POST (an upload, a queued request) it trims gradio's cache folder to
-    `max_bytes` (`trim_cache`, in a worker thread), and logs an upload refused for its size in one line."""
+    `max_bytes` (`trim_cache`, in a worker thread), and logs an upload refused for its size in one line.
+
+    An upload's response is held back until its file is in the cache folder (gradio moves it there in a background
+    task that runs after the response is written) and the trim after it is done: a client that sends its uploads
+    one after another (a browser, `gradio_client`) has at most one upload over the cap at any time."""
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -562,12 +566,16 @@ class _CacheGuard:
             await self.app(scope, receive, send)
             return
         status = None
+        held = [] if scope.get("path", "").rstrip("/").endswith("/upload") else None
 
         async def watched_send(message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            await send(message)
+            if held is None:
+                await send(message)
+            else:
+                held.append(message)
 
         try:
             await self.app(scope, receive, watched_send)
@@ -578,6 +586,8 @@ class _CacheGuard:
             if blocks is not None:
                 keep = set().union(*(getattr(b, "keep_in_cache", set()) for b in blocks.blocks.values()))
                 await anyio.to_thread.run_sync(trim_cache, blocks.GRADIO_CACHE, self.max_bytes, keep)
+        for message in held or ():
+            await send(message)
 
 
 # ----------------------------------------------------------------------------------------------------------------
