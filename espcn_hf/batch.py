@@ -656,12 +656,20 @@ def _stop_with_the_launcher(reporter: Reporter) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`espcn-hf upscale`: 0 all done, 1 some input failed (one line each), 2 usage error (before any work)."""
+    state = distributed_state()  # under `accelerate launch`: this process's rank and device
+    try:
+        return _run(args, state)
+    finally:
+        if state.num_processes > 1:  # on every path out: a process that exits with the gloo/NCCL group up can
+            state.destroy_process_group()  # abort in its teardown (SIGABRT) after its work is done
+
+
+def _run(args: argparse.Namespace, state) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from .cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, Reporter, UsageError, library_output
     from .pretrained import CheckpointError, resolve_model
 
-    state = distributed_state()  # under `accelerate launch`: this process's rank and device
     report = Reporter(args.quiet, main_only=True, is_main=state.is_main_process)
     if state.num_processes > 1:
         _stop_with_the_launcher(report)
@@ -720,7 +728,6 @@ def run(args: argparse.Namespace) -> int:
             )
     if state.num_processes > 1:
         report.info(result.summary())
-        state.destroy_process_group()  # this process owns the group: shut gloo/NCCL down before exit
     failures = len(errors) + len(result.failed)
     if failures:
         if state.is_main_process:
