@@ -474,18 +474,11 @@ def quantize_onnx(
     return atomic_write_bytes(path, data)
 
 
-def _quiet_session(graph: bytes):
-    """An onnxruntime CPU session on a serialised graph, its own warnings (about the QDQ graphs) silenced."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-
-
 def _graph_tensors(proto, names: Sequence[str], batches: Sequence) -> dict[str, list]:
     """The values of the tensors `names` of the graph `proto` (onnxruntime, CPU) for each batch."""
     import onnx
+
+    from .ort_backend import cpu_session
 
     graph = copy.deepcopy(proto)
     outputs = {o.name for o in graph.graph.output}
@@ -493,7 +486,7 @@ def _graph_tensors(proto, names: Sequence[str], batches: Sequence) -> dict[str, 
     for name in wanted:
         if name not in outputs:
             graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = _quiet_session(graph.SerializeToString())
+    session = cpu_session(graph.SerializeToString(), quiet=True)
     values: dict[str, list] = {name: [] for name in names}
     for batch in batches:
         found = dict(zip(wanted, session.run(wanted, {"pixel_values": batch}), strict=True))
@@ -637,7 +630,9 @@ def _int8_difference(fp32: bytes, int8: bytes, batches: Sequence) -> float:
     """Mean absolute difference of the two graphs' outputs over `batches` (NaN if one is not finite)."""
     import numpy as np
 
-    sessions = [_quiet_session(g) for g in (fp32, int8)]
+    from .ort_backend import cpu_session
+
+    sessions = [cpu_session(g, quiet=True) for g in (fp32, int8)]
     total, count = 0.0, 0
     for batch in batches:
         a, b = (s.run(["reconstruction"], {"pixel_values": batch})[0] for s in sessions)

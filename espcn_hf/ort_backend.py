@@ -107,13 +107,20 @@ def is_cached(key: str) -> bool:
     return key in _GRAPHS or (path is not None and path.is_file())
 
 
-def _new_session(source: bytes, threads: int):
+def cpu_session(source: bytes | str | os.PathLike, threads: int | None = None, quiet: bool = False):
+    """An onnxruntime session on the CPU provider, on a serialised graph or a file: `threads` intra-op threads
+    (None: onnxruntime's default), one inter-op thread, sequential execution; `quiet` keeps onnxruntime's own
+    warnings (about QDQ graphs, for one) out of the output. The one session factory of the package and scripts."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    if threads is not None:
+        options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if quiet:
+        options.log_severity_level = 3
+    source = source if isinstance(source, bytes) else str(source)
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
@@ -134,13 +141,13 @@ def session_for(model, key: str | None = None, threads: int | None = None):
         if graph is None and path is not None and path.is_file():
             try:
                 graph = path.read_bytes()
-                session = _new_session(graph, threads)
+                session = cpu_session(graph, threads)
             except Exception:  # noqa: BLE001 -- an unreadable or damaged cache file: export again
                 graph = session = None
         if graph is None:
             graph = _export(model, path)
         if session is None:
-            session = _new_session(graph, threads)
+            session = cpu_session(graph, threads)
         _bounded(_GRAPHS, key, graph)
         _bounded(_SESSIONS, (key, threads), session)
         return session
@@ -232,6 +239,7 @@ __all__ = [
     "cache_dir",
     "check_backend",
     "clear_cache",
+    "cpu_session",
     "is_cached",
     "model_key",
     "onnxruntime_available",

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import DATA_DIR, REPO, interleaved, opencv_espcn, ort_session, test_frame
+from common import DATA_DIR, REPO, interleaved, opencv_espcn, test_frame
 
 from espcn_hf.data import load_benchmark, training_folders
 from espcn_hf.evaluation import evaluate
@@ -51,6 +51,7 @@ from espcn_hf.onnx_export import (
     quantize_onnx,
     weights_digest,
 )
+from espcn_hf.ort_backend import cpu_session
 from espcn_hf.pretrained import load_model, packaged_weights
 
 SIZES = [(360, 640), (180, 320)]  # LR (height, width) at x3
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes_kb[name] = (fp32[name].stat().st_size / 1024, int8[name].stat().st_size / 1024)
             print(f"{name}: exported and quantised", flush=True)
         sessions = {
-            (name, kind): ort_session(path[name], threads)
+            (name, kind): cpu_session(path[name], threads)
             for name in models
             for kind, path in (("fp32", fp32), ("int8", int8))
         }

@@ -31,11 +31,12 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from common import REPO, ort_session, test_frame
+from common import REPO, test_frame
 from PIL import Image
 
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.image_processing_espcn import tile_windows
+from espcn_hf.ort_backend import cpu_session
 from espcn_hf.web import ORT_VERSION, build_site, serve_site
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -293,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = manifest["tile_size"]
         margin = manifest["models"][str(SCALE)]["receptive_field_radius"]
         frames = write_frames(tmp)
-        session = ort_session(site / "models" / f"espcn-x{SCALE}.onnx", args.threads)
+        session = cpu_session(site / "models" / f"espcn-x{SCALE}.onnx", args.threads)
         times, reported_threads = measure(site, tmp, frames, session, tile, margin, args)
     load_after = os.getloadavg()[0]
 

@@ -1,5 +1,5 @@
-"""What the scripts share: the data folder, median timing (wall, and CPU beside wall in interleaved rounds), an
-onnxruntime CPU session, the synthetic test frame and the OpenCV ESPCN peer.
+"""What the scripts share: the data folder, median timing (wall, and CPU beside wall in interleaved rounds), the
+synthetic test frame and the OpenCV ESPCN peer (onnxruntime sessions: `espcn_hf.ort_backend.cpu_session`).
 
 Imported by the scripts in this folder (run as `python scripts/<name>.py`, so this folder is on `sys.path`).
 """
@@ -64,19 +64,6 @@ def interleaved(
             cpu[name].append((time.process_time() - c) * 1000)
             wall[name].append((time.perf_counter() - w) * 1000)
     return {n: {"cpu_ms": statistics.median(cpu[n]), "wall_ms": statistics.median(wall[n])} for n in methods}
-
-
-def ort_session(path: str | Path, threads: int, quiet: bool = False):
-    """An onnxruntime session on the CPU provider with `threads` intra-op threads (one inter-op thread);
-    `quiet` keeps onnxruntime's own warnings out of the output."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if quiet:
-        options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def test_frame(height: int, width: int) -> np.ndarray:

@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import DATA_DIR, REPO, interleaved, ort_session, test_frame
+from common import DATA_DIR, REPO, interleaved, test_frame
 
 from espcn_hf.data import load_benchmark, training_folders
 from espcn_hf.evaluation import evaluate
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.onnx_export import INT8_DEFAULTS, calibration_patches, export_onnx, quantize_onnx
+from espcn_hf.ort_backend import cpu_session
 from espcn_hf.pretrained import load_model, packaged_weights
 
 FRAMES = {2: (540, 960), 3: (360, 640), 4: (270, 480)}  # LR (height, width) giving a 1920x1080 output
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 paths[recipe] = quantize_onnx(
                     fp32, Path(tmp) / f"{name}_{i}.onnx", calibration=patches, **options
                 )
-            sessions = {recipe: ort_session(path, args.threads, quiet=True) for recipe, path in paths.items()}
+            sessions = {recipe: cpu_session(path, args.threads, quiet=True) for recipe, path in paths.items()}
             methods = {
                 recipe: (lambda lr, s=s: torch.from_numpy(s.run(None, {"pixel_values": lr.numpy()})[0]))
                 for recipe, s in sessions.items()
