@@ -89,7 +89,11 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
             macs = model.num_macs_per_pixel() * height * width
             # what the network's multiply-adds alone would take at the fp32 matmul rate measured above: a bound
             # that direct fp32 convolution does not beat (none of the measured rows comes near it)
-            bound = {"scale": scale, "lr": f"{width}x{height}", "method": f"{preset}: fp32 at the matmul rate"}
+            bound = {
+                "scale": scale,
+                "lr": f"{width}x{height}",
+                "method": f"{preset}: fp32 at the matmul rate",
+            }
             bound["ms"] = 2 * macs / (matmul * 1e9) * 1000
             if "OpenCV ESPCN" in peer_ms:
                 bound["vs_opencv"] = bound["ms"] / peer_ms["OpenCV ESPCN"]
