@@ -224,15 +224,42 @@ def test_quantize_to_is_quantize_at_every_near_tie(peak, dtype):
 
 
 def test_uint8_images_in_any_layout_and_size_follow_the_rule():
-    from espcn_hf.image_processing_espcn import to_uint8_hwc
+    from espcn_hf.image_processing_espcn import to_output_image, to_uint8_hwc, to_uint8_planes
     from espcn_hf.metrics import quantize_uint8
 
     # a channels-last output, a crop of it (a tile's core), a (C, H, W) crop and a small image
     tile = torch.rand(1, 3, 700, 420).contiguous(memory_format=torch.channels_last)[0]
     for image in (tile, tile[:, 3:650, 5:400], torch.rand(3, 600, 500)[:, 1:, 2:], torch.rand(3, 5, 7)):
+        expected = quantize_uint8(image).permute(1, 2, 0).numpy()
         out = to_uint8_hwc(image)  # large images are rounded in slabs of rows
         assert out.flags["C_CONTIGUOUS"] and out.dtype == np.uint8
-        assert np.array_equal(out, quantize_uint8(image).permute(1, 2, 0).numpy())
+        assert np.array_equal(out, expected)
+        planes = to_uint8_planes(image)
+        assert planes.flags["C_CONTIGUOUS"] and planes.dtype == np.uint8
+        assert np.array_equal(planes.transpose(1, 2, 0), expected)
+        pil = to_output_image(image)  # planes interleaved by PIL, or channels-last values directly
+        assert pil.mode == "RGB" and np.array_equal(np.asarray(pil), expected)
+
+
+def test_uint8_images_round_every_near_tie_and_odd_value_by_the_rule():
+    """The 8-bit image paths round in float64 slabs (exact for float32, bfloat16 and float16): they must equal
+    the rule within a few ulps of every level boundary, for NaN, infinities and values outside [0, 1]."""
+    from espcn_hf.image_processing_espcn import to_output_image, to_uint8_hwc, to_uint8_planes
+    from espcn_hf.metrics import quantize_uint8
+
+    centre = ((torch.arange(256, dtype=torch.float64) + 0.5) / 255).float()
+    near, up, down = [centre], centre.clone(), centre.clone()
+    for _ in range(4):
+        up, down = torch.nextafter(up, torch.tensor(2.0)), torch.nextafter(down, torch.tensor(-1.0))
+        near += [up, down]
+    odd = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, -1e-8, 1.0, 1 + 1e-7, 3.0, 0.5])
+    values = torch.cat([*near, odd, torch.rand(3 * 90 * 400 - 9 * 256 - 9)])
+    for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        image = values.to(dtype).view(3, 90, 400)  # 108,000 values: two slabs of rows
+        expected = quantize_uint8(image).permute(1, 2, 0).numpy()
+        assert np.array_equal(to_uint8_hwc(image), expected), dtype
+        assert np.array_equal(to_uint8_planes(image).transpose(1, 2, 0), expected), dtype
+        assert np.array_equal(np.asarray(to_output_image(image)), expected), dtype
 
 
 def test_processor_and_loader_share_the_pixel_limit():
