@@ -50,6 +50,8 @@ def _recipe(config: dict, model_config: dict) -> str:
     parts.append("+".join(dirs) if isinstance(dirs, list) else str(dirs))
     if not config.get("augment", True):
         parts.append("no aug")
+    if config.get("rescale_augment"):
+        parts.append("rescaled x" + "/".join(f"{f:g}" for f in config["rescale_augment"]))
     if config.get("ema_decay"):
         parts.append(f"EMA {config['ema_decay']:g}")
     if config.get("reparam"):

@@ -88,6 +88,26 @@ def test_pairs_consistent_and_augmentation_applied_to_both():
     assert torch.equal(ds[i]["pixel_values"], DataGenerator._to_tensor(DataGenerator._transform(lr, t)))
 
 
+def test_rescale_adds_downscaled_copies_made_with_matlab_bicubic():
+    from espcn_hf.degradation import imresize_np
+
+    hr = pattern(90, 120, seed=4)
+    ds = DataGenerator([hr], scale=SCALE, patch_size=8, patches_per_image=5, rescale=[0.9, 0.6], names=["p"])
+    assert ds.names == ["p", "p@x0.9", "p@x0.6"] and len(ds) == 3 * 5
+    for index, factor in ((1, 0.9), (2, 0.6)):
+        expected = mod_crop(to_tensor(imresize_np(hr, factor)), SCALE)
+        assert torch.equal(to_tensor(ds.hr[index]), expected)  # 81x108 and 54x72, mod-cropped
+        assert torch.allclose(to_tensor(ds.lr[index]), bicubic_degrade(expected, SCALE), atol=1e-9)
+    assert all(pair_consistent(ds[i], SCALE) for i in range(len(ds)))  # LR made from each rescaled HR
+    for bad in ([1.0], [0.0], [-0.5], [1.5]):
+        with pytest.raises(ValueError, match="rescale"):
+            DataGenerator([hr], scale=SCALE, patch_size=8, rescale=bad)
+    with pytest.raises(ValueError, match="rescale"):
+        DataGenerator([hr], scale=SCALE, mode="eval", rescale=[0.8])
+    with pytest.raises(ValueError, match="rescale"):
+        DataGenerator([hr], scale=SCALE, patch_size=8, lr_images=[hr[::3, ::3]], rescale=[0.8])
+
+
 def test_pair_consistency_check_would_catch_misalignment():
     ds = DataGenerator([pattern(66, 81)], scale=SCALE, patch_size=12, patches_per_image=4, augment=False)
     item = ds[0]

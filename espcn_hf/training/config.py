@@ -160,6 +160,12 @@ class TrainingConfig:
         default=32, metadata=_help("DataLoader path: random patches per image per epoch")
     )
     augment: bool = field(default=True, metadata=_help("flips and 90-degree rotations"))
+    rescale_augment: list = field(
+        default_factory=list,
+        metadata=_help(
+            "also train on each image downscaled by these factors in (0, 1) (FSRCNN: 0.9 0.8 0.7 0.6)"
+        ),
+    )
     num_workers: int = field(default=0, metadata=_help("DataLoader workers"))
     data_path: str = field(
         default="auto",
@@ -260,6 +266,13 @@ class TrainingConfig:
             raise ValueError(f"output_lr_scale must be > 0, got {self.output_lr_scale!r}")
         if self.max_train_minutes is not None and not 0 < self.max_train_minutes < math.inf:
             raise ValueError(f"max_train_minutes must be > 0, got {self.max_train_minutes!r}")
+        if any(
+            isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1
+            for f in self.rescale_augment
+        ):
+            raise ValueError(
+                f"rescale_augment factors must be numbers in (0, 1), got {self.rescale_augment!r}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
 

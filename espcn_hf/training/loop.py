@@ -75,6 +75,7 @@ def get_datasets(
         "patch_size": config.patch_size,
         "patches_per_image": config.patches_per_image,
         "augment": config.augment,
+        "rescale": config.rescale_augment,
         "seed": config.seed,
         "max_images": config.max_train_images,
     }
