@@ -164,9 +164,7 @@ def render_comparison(
 
     r = model.config.upscale_factor
     array = np.array(hr.convert("RGB") if isinstance(hr, Image.Image) else hr)  # a writable copy for torch
-    hr_t = mod_crop(
-        to_unit_float(torch.from_numpy(array), torch.float64).permute(2, 0, 1)[None], r
-    )
+    hr_t = mod_crop(to_unit_float(torch.from_numpy(array), torch.float64).permute(2, 0, 1)[None], r)
     size = min(crop, *hr_t.shape[-2:])
     size -= size % r
     if size < 2 * r + 11:  # the protocol's border crop and an 11x11 SSIM window must fit

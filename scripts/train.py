@@ -68,7 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--output_dir", default=RunOptions.output_dir, help="checkpoints, best/, final/, metrics, logs"
     )
-    run.add_argument("--data_dir", default=str(DATA_DIR), help="train/ and benchmarks/ (or $ESPCN_HF_DATA_DIR)")
+    run.add_argument(
+        "--data_dir", default=str(DATA_DIR), help="train/ and benchmarks/ (or $ESPCN_HF_DATA_DIR)"
+    )
     run.add_argument(
         "--resume_from_checkpoint",
         default=None,

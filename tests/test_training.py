@@ -192,6 +192,12 @@ def test_config_overrides_and_unknown_keys(tmp_path):
     config = TrainingConfig.from_sources(SMOKE, {"learning_rate": 1}, {"max_steps": 7})
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float) and config.max_steps == 7
     assert config.model == {"hidden_channels": [8, 8], "kernel_sizes": [3, 3, 3]}
+    assert TrainingConfig.from_sources(
+        None, dict([parse_override("rescale_augment=[0.9, 0.6]")])
+    ).rescale_augment == [
+        0.9,
+        0.6,
+    ]
     with pytest.raises(ValueError, match="Unknown hyper-parameter"):
         TrainingConfig.from_sources(SMOKE, {"learnig_rate": 1.0})
     for bad, message in (
@@ -202,6 +208,9 @@ def test_config_overrides_and_unknown_keys(tmp_path):
         ({"data_path": "gpu"}, "data_path must be one of"),
         ({"mixed_precision": "fp8"}, "mixed_precision must be one of"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"rescale_augment": [0.8, 1.0]}, "rescale_augment factors must be numbers in"),
+        ({"rescale_augment": ["x"]}, "rescale_augment factors must be numbers in"),
+        ({"rescale_augment": 0.8}, "rescale_augment must be list"),
     ):
         with pytest.raises(ValueError, match=message):
             TrainingConfig.from_sources(None, bad)
@@ -647,7 +656,10 @@ def test_resume_never_continues_on_garbage(tmp_path, data_dirs, capsys, damage):
         states = newest / "random_states_0.pkl"
         states.write_bytes(states.read_bytes()[:40])
     capsys.readouterr()
-    assert train.main(_args(out, data_dirs, "--max_steps", "30", *common, "--resume_from_checkpoint", "latest")) == 0
+    assert (
+        train.main(_args(out, data_dirs, "--max_steps", "30", *common, "--resume_from_checkpoint", "latest"))
+        == 0
+    )
     printed = capsys.readouterr().out
     assert f"checkpoint {newest} cannot be used (DamagedCheckpointError: " in printed
     assert "resuming from" in printed and "step_10" in printed
@@ -655,7 +667,9 @@ def test_resume_never_continues_on_garbage(tmp_path, data_dirs, capsys, damage):
     assert all(torch.isfinite(p).all() for p in final.parameters())
 
 
-def test_a_loss_that_becomes_non_finite_stops_the_run_saving_nothing(tmp_path, data_dirs, capsys, monkeypatch):
+def test_a_loss_that_becomes_non_finite_stops_the_run_saving_nothing(
+    tmp_path, data_dirs, capsys, monkeypatch
+):
     import espcn_hf.training.loop as loop
 
     real, calls = loop.compute_loss, []
@@ -709,7 +723,9 @@ def test_checkpoint_saving_faults_are_one_line_or_recovered(tmp_path, capsys):
     (run / "best.old" / "model.safetensors").write_bytes(b"old complete")
     (run / "best.tmp").mkdir()
     assert recover_folders(run) == [run / "best"]
-    assert (run / "best" / "model.safetensors").read_bytes() == b"old complete" and not (run / "best.old").exists()
+    assert (run / "best" / "model.safetensors").read_bytes() == b"old complete" and not (
+        run / "best.old"
+    ).exists()
     assert not recover_dir(run / "best")  # nothing to do the second time
 
 
