@@ -9,6 +9,7 @@ espcn-hf/espcn-x3, offline) and the packaged x2/x4 weights serve.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -19,6 +20,7 @@ import struct
 import sys
 import time
 from pathlib import Path
+from stat import S_ISREG
 
 import numpy as np
 import pytest
@@ -523,9 +525,18 @@ def test_launched_app_through_gradio_client(server, tmp_path):
 
 
 def _folder_bytes(*folders: Path) -> int:
-    return sum(
-        p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file()
-    )
+    """Bytes of the files under `folders`, each file once: a walk is not atomic, and gradio renames an upload
+    from its temporary name into the cache while the walk may pass both folders (counted by inode), or deletes it
+    (skipped)."""
+    sizes = {}
+    for folder in folders:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                with contextlib.suppress(OSError):
+                    stat = os.stat(os.path.join(root, name), follow_symlinks=False)
+                    if S_ISREG(stat.st_mode):
+                        sizes[stat.st_dev, stat.st_ino] = stat.st_size
+    return sum(sizes.values())
 
 
 def test_burst_keeps_the_temp_folders_bounded(app, tmp_path, monkeypatch):
