@@ -390,7 +390,8 @@ def _upscale_one(image, model, *, max_pixels, max_output_pixels, **run_options):
     check_output_size(width, height, r, max_output_pixels)
 
     if isinstance(image, Image.Image):
-        result = Image.new({"RGBA": "RGB", "LA": "L"}.get(mode, mode), (width * r, height * r))
+        # not initialised (color=None): the tiles' cores cover every pixel exactly once
+        result = Image.new({"RGBA": "RGB", "LA": "L"}.get(mode, mode), (width * r, height * r), None)
 
         def paste(top: int, left: int, tile: torch.Tensor) -> None:
             result.paste(to_output_image(tile[0], mode), (left, top))
