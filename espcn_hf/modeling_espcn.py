@@ -34,8 +34,8 @@ _RGB_TO_YCBCR = (
 )
 _YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64) / 255.0
 _YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
-# The weight of Y in every row of _YCBCR_TO_RGB (the Cb and Cr rows of _RGB_TO_YCBCR sum to zero).
-_LUMA_TO_RGB = 255.0 / 219.0
+# The weight of Y in every row of _YCBCR_TO_RGB, 255/219 (the Cb and Cr rows of _RGB_TO_YCBCR sum to zero).
+_LUMA_TO_RGB = float(_YCBCR_TO_RGB[0, 0])
 
 
 def _color_transform(image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
