@@ -15,6 +15,10 @@ What it measures (medians over --repeats runs after warm-up, batch 1):
     mode of `espcn_hf.inference.INFERENCE_MODES` (dtype and memory format given to `upscale_tensor`), next to
     PIL bicubic and OpenCV's ESPCN (same frame);
   * achieved GFLOP/s of the network (2 * MACs / time) and its ratio to a 4096x4096 fp32 matmul measured here;
+  * on CPU, the same network exported to ONNX (`espcn_hf.onnx_export.export_onnx`) and run on the whole frame by
+    the other fp32 runtimes installed: onnxruntime (the `onnx` extra) and OpenVINO (`pip install openvino`,
+    precision hint f32), each where its output equals torch's within 1e-4 (the others are named, with their
+    difference): how fast the fp32 network can run here, whatever the runtime;
   * peak resident memory of a tiled x4 upscale of a 4000x3000 image (fresh subprocess; torch, and onnxruntime at
     that tile and at the default one where the `onnx` extra is installed), and that the tiled
     output equals the untiled one on an image that fits both ways.
@@ -31,6 +35,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +49,8 @@ from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import INFERENCE_MODES, upscale_tensor
 from espcn_hf.metrics import to_unit_float
 from espcn_hf.pretrained import CheckpointError, packaged_weights
+
+RUNTIME_TOLERANCE = 1e-4  # a runtime row counts only where its output is torch's within this
 
 FRAMES = {3: (360, 640), 2: (540, 960), 4: (270, 480)}  # LR (H, W) giving a 1920x1080 output
 UPSCALE_FRAMES = [(180, 320), (360, 640)]  # x3 LR (H, W): 960x540 and 1920x1080 outputs
@@ -64,6 +71,42 @@ def load_net(preset: str, scale: int) -> ESPCNForImageSuperResolution:
         pass
     torch.manual_seed(0)
     return ESPCNForImageSuperResolution(ESPCNConfig.from_preset(preset, upscale_factor=scale)).eval()
+
+
+def runtime_forwards(model, lr: torch.Tensor, folder: Path) -> tuple[dict, dict]:
+    """The model exported to ONNX and run on the whole frame by each other fp32 runtime installed:
+    ({label: forward}, {label: max abs difference from torch} for those outside `RUNTIME_TOLERANCE`)."""
+    try:
+        from espcn_hf.onnx_export import export_onnx
+        from espcn_hf.ort_backend import cpu_session, onnxruntime_available
+    except ImportError:  # an older checkout
+        return {}, {}
+    if not onnxruntime_available():
+        return {}, {}
+    threads = torch.get_num_threads()
+    path = export_onnx(
+        model, folder / f"{model.config.upscale_factor}-{len(model.config.hidden_channels)}.onnx"
+    )
+    feed = lr.numpy()
+    session = cpu_session(path, threads)
+    forwards = {"onnxruntime fp32, whole frame": lambda: session.run(None, {"pixel_values": feed})[0]}
+    try:
+        import openvino
+    except ImportError:
+        openvino = None
+    if openvino is not None:
+        options = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": 1}
+        request = openvino.Core().compile_model(str(path), "CPU", options).create_infer_request()
+        forwards["OpenVINO fp32, whole frame"] = lambda: request.infer({0: feed})[0]
+    with torch.inference_mode():
+        reference = upscale_tensor(model, lr, tile_size=None).numpy()
+    outside = {}
+    for label, forward in list(forwards.items()):
+        diff = float(np.abs(np.asarray(forward()) - reference).max())
+        if not diff <= RUNTIME_TOLERANCE:
+            outside[label] = diff
+            del forwards[label]
+    return forwards, outside
 
 
 def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile) -> list[dict]:
@@ -118,6 +161,25 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
                 if "OpenCV ESPCN" in peer_ms:
                     row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
                 rows.append(row)
+            if device != "cpu":
+                continue
+            with tempfile.TemporaryDirectory() as folder:
+                forwards, outside = runtime_forwards(model, lr, Path(folder))
+                for label, forward in forwards.items():
+                    ms = median_ms(forward, repeats)
+                    gflops = 2 * macs / (ms / 1000) / 1e9
+                    row = {
+                        "scale": scale, "lr": f"{width}x{height}", "method": f"{preset} [{label}]", "ms": ms,
+                        "gflops": gflops, "matmul_ratio": gflops / matmul,
+                    }  # fmt: skip
+                    if "OpenCV ESPCN" in peer_ms:
+                        row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
+                    rows.append(row)
+                for label, diff in outside.items():
+                    rows.append({
+                        "scale": scale, "lr": f"{width}x{height}", "method": f"{preset} [{label}]",
+                        "not_counted": f"output {diff:.1e} from torch's (over {RUNTIME_TOLERANCE:g})",
+                    })  # fmt: skip
     return rows
 
 
@@ -170,25 +232,29 @@ def upscale_rows(repeats: int) -> list[dict]:
 
 
 MEMORY_SCRIPT = """
-import resource, sys, numpy as np, torch
+import sys, numpy as np, torch
 from PIL import Image
+sys.path.insert(0, sys.argv[6])
+from common import peak_rss_mb
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 torch.set_num_threads(int(sys.argv[3]))
 h, w, tile = int(sys.argv[1]), int(sys.argv[2]), sys.argv[4]
-options = {"backend": sys.argv[5]} if len(sys.argv) > 5 else {}
+options = {"backend": sys.argv[5]} if sys.argv[5] != "default" else {}
 model = ESPCNForImageSuperResolution(ESPCNConfig(upscale_factor=4)).eval()
 image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_rss_mb()
 tile = None if tile == "none" else tile if tile == "auto" else int(tile)
 out = upscale(image, model, tile_size=tile, max_pixels=None, **options)
 assert out.size == (4 * w, 4 * h)
-print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(base, peak_rss_mb())
 """
 
 
 def peak_memory_mb(height: int, width: int, tile: str, backend: str | None = None) -> tuple[float, float]:
+    """(MB after imports, peak MB) of a fresh process upscaling a random image (`common.peak_rss_mb`)."""
     argv = [sys.executable, "-c", MEMORY_SCRIPT, str(height), str(width), str(torch.get_num_threads()), tile]
-    result = subprocess.run(argv + ([backend] if backend else []), capture_output=True, text=True, check=True)
+    argv += [backend or "default", str(Path(__file__).resolve().parent)]
+    result = subprocess.run(argv, capture_output=True, text=True, check=True)
     before, peak = (float(v) for v in result.stdout.split()[-2:])
     return before, peak
 
@@ -249,12 +315,20 @@ def to_markdown(report: dict) -> str:
         f"Milliseconds per frame (median), output 1920x1080, tile_size={report['tile']!r}. GFLOP/s counts the "
         "network's convolutions on the frame (not the tile overlap), so it is the useful rate. The rows "
         "'fp32 at the matmul rate' are computed, not run: the network's multiply-adds at the matmul rate above, "
-        "the time fp32 direct convolution would need at 100% of it.",
+        "the time fp32 direct convolution would need at 100% of it. The rows in brackets after the inference modes "
+        "are the same network exported to ONNX and run on the whole frame by the other fp32 runtimes installed "
+        "(onnxruntime, OpenVINO), counted only where their output is torch's within "
+        f"{RUNTIME_TOLERANCE:g}.",
         "",
         "| scale | LR input | method | ms | GFLOP/s | vs fp32 matmul | time vs OpenCV ESPCN |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     for row in report["rows"]:
+        if "not_counted" in row:
+            lines.append(
+                f"| x{row['scale']} | {row['lr']} | {row['method']} | not counted: {row['not_counted']} | | | |"
+            )
+            continue
         gflops = f"{row['gflops']:.1f}" if "gflops" in row else ""
         ratio = f"{100 * row['matmul_ratio']:.0f}%" if "matmul_ratio" in row else ""
         vs = f"{row['vs_opencv']:.2f}x" if "vs_opencv" in row else ""

@@ -58,9 +58,9 @@ CHILD = textwrap.dedent(
         except VideoError as error:
             result["output"] = "refused: " + str(error).split(": ", 1)[-1][:120]
     result["seconds"] = round(time.perf_counter() - start, 1)
-    # VmHWM: the peak resident set of this process image (ru_maxrss would keep the parent's peak across exec)
-    peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-    result["peak_rss_mb"] = round(peak_kb / 1024)
+    sys.path.insert(0, "scripts")
+    from common import peak_rss_mb
+    result["peak_rss_mb"] = round(peak_rss_mb())
     print(json.dumps(result))
     """
 )

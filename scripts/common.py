@@ -1,5 +1,5 @@
-"""What the scripts share: the data folder, median timing (wall, and CPU beside wall in interleaved rounds), the
-synthetic test frame and the OpenCV ESPCN peer (onnxruntime sessions: `espcn_hf.ort_backend.cpu_session`).
+"""What the scripts share: the data folder, median timing (wall, and CPU beside wall in interleaved rounds), a
+process's peak memory, the synthetic test frame and the OpenCV ESPCN peer (onnxruntime sessions: `espcn_hf.ort_backend.cpu_session`).
 
 Imported by the scripts in this folder (run as `python scripts/<name>.py`, so this folder is on `sys.path`).
 """
@@ -64,6 +64,20 @@ def interleaved(
             cpu[name].append((time.process_time() - c) * 1000)
             wall[name].append((time.perf_counter() - w) * 1000)
     return {n: {"cpu_ms": statistics.median(cpu[n]), "wall_ms": statistics.median(wall[n])} for n in methods}
+
+
+def peak_rss_mb() -> float:
+    """The peak resident set of this process image, in MB: VmHWM on Linux, which starts afresh at exec
+    (`ru_maxrss` would keep the forking parent's peak across exec, so a child started by a large process would
+    report the parent's size); `ru_maxrss` elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        import resource
+
+        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kB elsewhere
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1024**2
 
 
 def test_frame(height: int, width: int) -> np.ndarray:

@@ -292,3 +292,22 @@ def test_export_command_writes_int8(tiny_checkpoint, tmp_path, data_dir, capsys)
     )
     error = capsys.readouterr().err.strip()
     assert error == "error: --calibration goes with --int8" and not (tmp_path / "x.onnx").exists()
+
+
+def test_benchmark_counts_a_runtime_only_where_it_matches_torch(tmp_path, monkeypatch):
+    """scripts/benchmark.py's runtime rows: onnxruntime's whole-frame forward is counted when it equals torch
+    within the tolerance, and named with its difference (not timed) when it does not."""
+    from conftest import load_script
+
+    bench = load_script("scripts/benchmark.py")
+    model = tiny_model(3, num_channels=1, activation="tanh")
+    lr = torch.rand(1, 3, 20, 24, generator=torch.Generator().manual_seed(0))
+    forwards, outside = bench.runtime_forwards(model, lr, tmp_path)
+    assert "onnxruntime fp32, whole frame" in forwards and "onnxruntime fp32, whole frame" not in outside
+    assert np.asarray(forwards["onnxruntime fp32, whole frame"]()).shape == (1, 3, 60, 72)
+
+    shifted = bench.upscale_tensor
+    monkeypatch.setattr(bench, "upscale_tensor", lambda *a, **k: shifted(*a, **k) + 1e-3)
+    forwards, outside = bench.runtime_forwards(model, lr, tmp_path)
+    assert forwards == {} and set(outside) >= {"onnxruntime fp32, whole frame"}
+    assert abs(outside["onnxruntime fp32, whole frame"] - 1e-3) < 1e-4
