@@ -46,7 +46,12 @@ from PIL import Image
 from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 from espcn_hf.cli import tile_size_type
 from espcn_hf.fileio import atomic_write_text
-from espcn_hf.inference import INFERENCE_MODES, upscale_tensor
+from espcn_hf.inference import AUTO_TILE_SIZE, INFERENCE_MODES, upscale_tensor
+
+try:  # the whole-frame rule of onnxruntime's "auto" tiles (absent from older versions of the package)
+    from espcn_hf.inference import ONNXRUNTIME_WHOLE_FRAME_PIXELS as WHOLE_FRAME_PIXELS
+except ImportError:
+    WHOLE_FRAME_PIXELS = None
 from espcn_hf.metrics import to_unit_float
 from espcn_hf.pretrained import CheckpointError, packaged_weights
 
@@ -206,6 +211,12 @@ def upscale_rows(repeats: int) -> list[dict]:
                 methods[f"{preset}: upscale(), backend={backend}"] = (
                     lambda model=model, options=options, pil=pil: upscale(pil, model, **options)
                 )
+                if backend == "onnxruntime" and WHOLE_FRAME_PIXELS is not None:
+                    # what tile_size="auto" buys onnxruntime: the same call in the tiles torch cuts
+                    tiled = {**options, "tile_size": AUTO_TILE_SIZE}
+                    methods[f"{preset}: upscale(), backend=onnxruntime, {AUTO_TILE_SIZE}-px tiles"] = (
+                        lambda model=model, options=tiled, pil=pil: upscale(pil, model, **options)
+                    )
         times = interleaved(methods, repeats)
         chosen = {}
         if "auto" in backends:  # what "auto" ran: the onnxruntime rows before it left the graph in memory
@@ -291,7 +302,10 @@ def upscale_markdown(report: dict) -> list[str]:
     lines += [
         "",
         "backend=auto names in brackets what it chose (`espcn_hf.ort_backend.resolve_backend`: onnxruntime here "
-        "because the graph was already exported by the onnxruntime rows).",
+        "because the graph was already exported by the onnxruntime rows). The rows 'backend=onnxruntime, "
+        f"{AUTO_TILE_SIZE}-px tiles' make the same call in the tiles torch cuts: what onnxruntime's "
+        '`tile_size="auto"` (whole frames up to `espcn_hf.inference.ONNXRUNTIME_WHOLE_FRAME_PIXELS` LR pixels) '
+        "buys, in the same rounds.",
     ]
     return lines
 

@@ -1,4 +1,5 @@
 import io
+import math
 
 import numpy as np
 import pytest
@@ -320,3 +321,20 @@ def test_the_output_limit_is_checked_before_decoding(tmp_path, monkeypatch):
     monkeypatch.setattr(ImageFile.ImageFile, "load", decoded)
     with pytest.raises(ImageLoadError, match=r"wide\.png: 300x200 at x4 .* over the output limit"):
         upscale(str(path), tiny_model(4), max_pixels=None, max_output_pixels=300 * 200 * 16 - 1)
+
+
+def test_auto_tiles_for_the_backend_that_runs():
+    """tile_size="auto" with onnxruntime: whole frames up to ONNXRUNTIME_WHOLE_FRAME_PIXELS LR pixels (batch
+    included), 256-px tiles beyond; torch on CPU keeps 256-px tiles."""
+    from espcn_hf.inference import AUTO_TILE_SIZE, ONNXRUNTIME_WHOLE_FRAME_PIXELS, auto_tile_size
+
+    config = ESPCNConfig(upscale_factor=3)
+    assert auto_tile_size(config, 1, 360, 640, "cpu", backend="onnxruntime") is None
+    assert auto_tile_size(config, 4, 360, 640, "cpu", backend="onnxruntime") == AUTO_TILE_SIZE
+    assert auto_tile_size(config, 1, 1080, 1920, "cpu", backend="onnxruntime") == AUTO_TILE_SIZE
+    side = math.isqrt(ONNXRUNTIME_WHOLE_FRAME_PIXELS)
+    assert auto_tile_size(config, 1, side, side, "cpu", backend="onnxruntime") is None
+    assert auto_tile_size(config, 1, side, side + 1, "cpu", backend="onnxruntime") == AUTO_TILE_SIZE
+    assert auto_tile_size(config, 1, 360, 640, "cpu") == AUTO_TILE_SIZE
+    assert resolve_tiling(config, 360, 640, "auto", None, backend="onnxruntime") == (None, 7)
+    assert resolve_tiling(config, 360, 640, "auto", None) == (AUTO_TILE_SIZE, 7)

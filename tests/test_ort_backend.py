@@ -152,3 +152,30 @@ def test_bad_backends_are_refused():
         upscale(image, model, backend="tensorrt")
     with pytest.raises(ValueError, match="float32 models on the CPU"):
         upscale(image, model, backend="onnxruntime", dtype=torch.bfloat16)
+
+
+@needs_onnxruntime
+def test_sessions_do_not_spin_between_runs_and_auto_runs_small_frames_whole():
+    """The session's workers do not busy-wait after a run (the tile conversion and torch get the cores), and
+    upscale_tensor's tile_size="auto" runs a frame under ONNXRUNTIME_WHOLE_FRAME_PIXELS in one onnxruntime call
+    (torch keeps its 256-px tiles), with the same output as torch."""
+    from espcn_hf.inference import AUTO_TILE_SIZE
+
+    model = tiny_model(3)
+    session = backend_module.session_for(model, threads=2)
+    assert session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    pixels = torch.rand(
+        1, 3, AUTO_TILE_SIZE + 20, AUTO_TILE_SIZE + 30, generator=torch.Generator().manual_seed(0)
+    )
+    calls = []
+    real = backend_module.OnnxRuntimeForward.__call__
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            backend_module.OnnxRuntimeForward,
+            "__call__",
+            lambda self, w: calls.append(w.shape) or real(self, w),
+        )
+        onnx_out = upscale_tensor(model, pixels, backend="onnxruntime")
+    assert calls == [pixels.shape]
+    torch_out = upscale_tensor(model, pixels, backend="torch")
+    assert (onnx_out - torch_out).abs().max() <= 1e-4
