@@ -151,7 +151,10 @@ REMOTE_SCRIPT = textwrap.dedent(
         pixel_values = processor(image)["pixel_values"]
         with torch.no_grad():
             out = model(pixel_values).reconstruction
-            assert torch.equal(out, model2(pixel_values).reconstruction)
+            # the same weights through both Auto classes: equal within float rounding, the tolerance of the
+            # package comparison below (a full run once saw the last bits of the paper preset differ here, which
+            # the kernels oneDNN picks for a call may do; wrong or missing weights differ by far more)
+            torch.testing.assert_close(out, model2(pixel_values).reconstruction, rtol=0, atol=1e-6)
         results[f"{path}/model"] = out.numpy()
         results[f"{path}/pipeline"] = np.asarray(upscaler(image))
         print("REMOTE_OK", type(model).__name__, type(processor).__name__, type(upscaler).__name__)
