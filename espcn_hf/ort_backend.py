@@ -109,8 +109,9 @@ def is_cached(key: str) -> bool:
 
 def cpu_session(source: bytes | str | os.PathLike, threads: int | None = None, quiet: bool = False):
     """An onnxruntime session on the CPU provider, on a serialised graph or a file: `threads` intra-op threads
-    (None: onnxruntime's default) that do not spin between runs, one inter-op thread, sequential execution; `quiet` keeps onnxruntime's own
-    warnings (about QDQ graphs, for one) out of the output. The one session factory of the package and scripts."""
+    (None: onnxruntime's default) that do not spin between runs, one inter-op thread, sequential execution;
+    `quiet` keeps onnxruntime's own warnings (about QDQ graphs, for one) out of the output. The one session
+    factory of the package and scripts."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -47,13 +47,13 @@ from espcn_hf import ESPCNConfig, ESPCNForImageSuperResolution, upscale
 from espcn_hf.cli import tile_size_type
 from espcn_hf.fileio import atomic_write_text
 from espcn_hf.inference import AUTO_TILE_SIZE, INFERENCE_MODES, upscale_tensor
+from espcn_hf.metrics import to_unit_float
+from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 try:  # the whole-frame rule of onnxruntime's "auto" tiles (absent from older versions of the package)
     from espcn_hf.inference import ONNXRUNTIME_WHOLE_FRAME_PIXELS as WHOLE_FRAME_PIXELS
 except ImportError:
     WHOLE_FRAME_PIXELS = None
-from espcn_hf.metrics import to_unit_float
-from espcn_hf.pretrained import CheckpointError, packaged_weights
 
 RUNTIME_TOLERANCE = 1e-4  # a runtime row counts only where its output is torch's within this
 
@@ -114,6 +114,21 @@ def runtime_forwards(model, lr: torch.Tensor, folder: Path) -> tuple[dict, dict]
     return forwards, outside
 
 
+def network_row(
+    scale: int, lr: torch.Tensor, method: str, ms: float, macs: int, matmul: float, peer_ms: dict
+) -> dict:
+    """One measured row of the network table: its time, useful GFLOP/s (the network's `macs` on the frame), the
+    ratio to the fp32 matmul rate and, where OpenCV's ESPCN ran, the time against it."""
+    gflops = 2 * macs / (ms / 1000) / 1e9
+    row = {
+        "scale": scale, "lr": f"{lr.shape[-1]}x{lr.shape[-2]}", "method": method, "ms": ms,
+        "gflops": gflops, "matmul_ratio": gflops / matmul,
+    }  # fmt: skip
+    if "OpenCV ESPCN" in peer_ms:
+        row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
+    return row
+
+
 def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile) -> list[dict]:
     rows = []
     sync = torch.cuda.synchronize if device == "cuda" else None
@@ -158,28 +173,14 @@ def speed_rows(device: str, repeats: int, matmul: float, modes: list[str], tile)
                         repeats,
                         sync=sync,
                     )
-                gflops = 2 * macs / (ms / 1000) / 1e9
-                row = {
-                    "scale": scale, "lr": f"{width}x{height}", "method": f"{preset} [{path}]", "ms": ms,
-                    "gflops": gflops, "matmul_ratio": gflops / matmul,
-                }  # fmt: skip
-                if "OpenCV ESPCN" in peer_ms:
-                    row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
-                rows.append(row)
+                rows.append(network_row(scale, lr, f"{preset} [{path}]", ms, macs, matmul, peer_ms))
             if device != "cpu":
                 continue
             with tempfile.TemporaryDirectory() as folder:
                 forwards, outside = runtime_forwards(model, lr, Path(folder))
                 for label, forward in forwards.items():
                     ms = median_ms(forward, repeats)
-                    gflops = 2 * macs / (ms / 1000) / 1e9
-                    row = {
-                        "scale": scale, "lr": f"{width}x{height}", "method": f"{preset} [{label}]", "ms": ms,
-                        "gflops": gflops, "matmul_ratio": gflops / matmul,
-                    }  # fmt: skip
-                    if "OpenCV ESPCN" in peer_ms:
-                        row["vs_opencv"] = ms / peer_ms["OpenCV ESPCN"]
-                    rows.append(row)
+                    rows.append(network_row(scale, lr, f"{preset} [{label}]", ms, macs, matmul, peer_ms))
                 for label, diff in outside.items():
                     rows.append({
                         "scale": scale, "lr": f"{width}x{height}", "method": f"{preset} [{label}]",

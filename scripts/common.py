@@ -1,5 +1,6 @@
 """What the scripts share: the data folder, median timing (wall, and CPU beside wall in interleaved rounds), a
-process's peak memory, the synthetic test frame and the OpenCV ESPCN peer (onnxruntime sessions: `espcn_hf.ort_backend.cpu_session`).
+process's peak memory, the synthetic test frame and the OpenCV ESPCN peer (onnxruntime sessions:
+`espcn_hf.ort_backend.cpu_session`).
 
 Imported by the scripts in this folder (run as `python scripts/<name>.py`, so this folder is on `sys.path`).
 """
